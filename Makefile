@@ -1,0 +1,46 @@
+# Sextant developer commands. `make help` lists them.
+GO        ?= go
+PKGS      ?= ./...
+BIN       ?= bin
+CONFIG    ?= examples/mesh
+STATICCHECK_VERSION ?= v0.8.2
+
+.PHONY: help build test test-short bench lint run demo fuzz clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build sextant and sextantctl into ./bin
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test: ## unit + integration tests with the race detector
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+test-short: ## quick tests without the race detector
+	$(GO) test -count=1 -short $(PKGS)
+
+bench: ## benchmarks (figures go to docs/performance.md)
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+lint: ## gofmt, go vet, and staticcheck when it installs
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	@if $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) -version >/dev/null 2>&1; then \
+		$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) $(PKGS); \
+	else echo "staticcheck unavailable; skipped"; fi
+
+run: ## run Sextant on the sample mesh in examples/mesh
+	$(GO) run ./cmd/sextant serve --config-dir $(CONFIG)
+
+demo: ## run the sample backends and a proxyless gRPC client against `make run`
+	$(GO) run ./examples/demo
+
+fuzz: ## run each fuzz target for FUZZTIME (default 30s)
+	@for t in $$(grep -rl 'func Fuzz' --include='*_test.go' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -ho 'func Fuzz[A-Za-z0-9_]*' $$t/*_test.go | cut -d' ' -f2); do \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-30s} $$t || exit 1; \
+		done; \
+	done
+
+clean: ## remove build output
+	rm -rf $(BIN)

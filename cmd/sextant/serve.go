@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/sextant-mesh/sextant/api/debug"
+	"github.com/sextant-mesh/sextant/discovery/xds"
+	"github.com/sextant-mesh/sextant/model"
+	"github.com/sextant-mesh/sextant/registry/file"
+)
+
+type serveOptions struct {
+	configDir      string
+	xdsAddr        string
+	secureAddr     string
+	monitoringAddr string
+	caDir          string
+	trustDomain    string
+	debounceAfter  time.Duration
+	debounceMax    time.Duration
+	logLevel       string
+	pushThrottle   int
+	sendTimeout    time.Duration
+	keepaliveShare float64
+	registryOnly   bool
+	drainWindow    time.Duration
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sextant",
+		Short:         "Sextant: an Istio-compatible service-mesh control plane",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newServeCommand(), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), debug.BuildVersion()) },
+	})
+	return root
+}
+
+func newServeCommand() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the control plane: watch registries, serve xDS, expose monitoring",
+		Long: `Run the control plane.
+
+Sextant reads services and Istio config from its registries (a directory of
+YAML with --config-dir), merges them into one versioned model and serves it
+over ADS (state of the world and delta) on --xds-addr. Readiness, metrics and
+debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.configDir, "config-dir", "", "directory of Kubernetes/Istio YAML to serve (watched for changes)")
+	f.StringVar(&o.xdsAddr, "xds-addr", ":15010", "plaintext gRPC address for ADS and delta ADS")
+	f.StringVar(&o.secureAddr, "secure-addr", ":15012", "TLS gRPC address (CA API, ADS with SDS); needs --ca-dir")
+	f.StringVar(&o.monitoringAddr, "monitoring-addr", ":15014", "HTTP address for /ready, /metrics and /debug/*")
+	f.StringVar(&o.caDir, "ca-dir", "", "directory holding CA state")
+	f.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain")
+	f.DurationVar(&o.debounceAfter, "debounce-after", 100*time.Millisecond, "quiet period before changes are pushed")
+	f.DurationVar(&o.debounceMax, "debounce-max", 10*time.Second, "longest a change may wait for a push")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.IntVar(&o.pushThrottle, "push-concurrency", 100, "proxies pushed concurrently")
+	f.DurationVar(&o.sendTimeout, "send-timeout", 20*time.Second, "close a stream whose send blocks this long")
+	f.Float64Var(&o.keepaliveShare, "keepalive-share", 0.01, "share of a service's traffic its keepalive endpoints get")
+	f.BoolVar(&o.registryOnly, "outbound-registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
+	f.DurationVar(&o.drainWindow, "drain-window", 5*time.Second, "on SIGTERM, spread closing proxy streams over this window")
+	return cmd
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runServe(ctx context.Context, o *serveOptions) error {
+	log, err := newLogger(o.logLevel)
+	if err != nil {
+		return err
+	}
+	mesh := model.DefaultMeshConfig()
+	mesh.TrustDomain = o.trustDomain
+	mesh.KeepaliveShare = o.keepaliveShare
+	mesh.OutboundRegistryOnly = o.registryOnly
+
+	agg := model.NewAggregator()
+	var runners []func(context.Context) error
+	if o.configDir != "" {
+		st, err := os.Stat(o.configDir)
+		if err != nil {
+			return fmt.Errorf("--config-dir: %w", err)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("--config-dir %s is not a directory", o.configDir)
+		}
+		reg := file.New(o.configDir, agg.NewShard("file"), log.With("registry", "file"))
+		runners = append(runners, reg.Run)
+	}
+	if len(runners) == 0 {
+		log.Warn("no registry configured (--config-dir); serving an empty mesh")
+	}
+
+	host, _ := os.Hostname()
+	srv := xds.New(agg, xds.Options{
+		Logger:          log,
+		Mesh:            mesh,
+		DebounceAfter:   o.debounceAfter,
+		DebounceMax:     o.debounceMax,
+		PushConcurrency: o.pushThrottle,
+		SendTimeout:     o.sendTimeout,
+		InstanceID:      host,
+	})
+
+	xdsLis, err := net.Listen("tcp", o.xdsAddr)
+	if err != nil {
+		return fmt.Errorf("--xds-addr: %w", err)
+	}
+	monLis, err := net.Listen("tcp", o.monitoringAddr)
+	if err != nil {
+		xdsLis.Close()
+		return fmt.Errorf("--monitoring-addr: %w", err)
+	}
+	gs := grpc.NewServer(xds.GRPCServerOptions()...)
+	srv.Register(gs)
+	reflection.Register(gs)
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if o.caDir == "" {
+		log.Info("no --ca-dir: the secure port is not served", "secure-addr", o.secureAddr)
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g, gctx := errgroup.WithContext(runCtx)
+	for _, run := range runners {
+		g.Go(func() error { return run(gctx) })
+	}
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error {
+		if err := gs.Serve(xdsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("xds server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := hs.Serve(monLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("monitoring server: %w", err)
+		}
+		return nil
+	})
+	log.Info("sextant serving", "xds", xdsLis.Addr().String(), "monitoring", monLis.Addr().String(), "config-dir", o.configDir)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining proxy streams", "window", o.drainWindow)
+	case <-gctx.Done():
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), o.drainWindow+5*time.Second)
+	defer dcancel()
+	srv.Drain(dctx, o.drainWindow)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-dctx.Done():
+		gs.Stop()
+	}
+	_ = hs.Shutdown(dctx)
+	cancel()
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}

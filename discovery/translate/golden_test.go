@@ -1,0 +1,160 @@
+package translate
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/sextant-mesh/sextant/discovery/proxy"
+	"github.com/sextant-mesh/sextant/internal/meshtest"
+	"github.com/sextant-mesh/sextant/model"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// goldenProxies are the proxies every golden case is translated for.
+var goldenProxies = []struct {
+	pod, ns, generator string
+	labels             map[string]string
+}{
+	{"grpc-client", "default", "grpc", map[string]string{"app": "client"}},
+	{"sidecar", "default", "", map[string]string{"app": "productpage", "end-user-tier": "gold"}},
+	{"other-ns", "team-b", "grpc", map[string]string{"app": "other"}},
+}
+
+func testProxy(t testing.TB, pod, ns, generator string, labels map[string]string) *proxy.Proxy {
+	t.Helper()
+	lf := map[string]any{}
+	for k, v := range labels {
+		lf[k] = v
+	}
+	md, err := structpb.NewStruct(map[string]any{"NAMESPACE": ns, "GENERATOR": generator, "LABELS": lf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if generator == "" {
+		delete(md.Fields, "GENERATOR")
+	}
+	p, err := proxy.Parse(&corev3.Node{Id: "sidecar~10.0.0.1~" + pod + "." + ns + "~" + ns + ".svc.cluster.local", Metadata: md})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// canonicalJSON renders a message as indented JSON with sorted keys, so
+// golden files do not depend on protojson's unstable spacing.
+func canonicalJSON(t testing.TB, m proto.Message) any {
+	t.Helper()
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// translateAll renders everything the golden proxies get from snap.
+func translateAll(t testing.TB, snap *model.Snapshot) map[string]any {
+	t.Helper()
+	ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
+	out := map[string]any{}
+	for _, gp := range goldenProxies {
+		p := testProxy(t, gp.pod, gp.ns, gp.generator, gp.labels)
+		per := map[string]any{}
+		var eds []any
+		for _, typ := range []string{ClusterType, ListenerType, RouteType} {
+			var list []any
+			for _, r := range ctx.Resources(p, typ).Resources {
+				if v, ok := r.Msg.(interface{ ValidateAll() error }); ok {
+					if err := v.ValidateAll(); err != nil {
+						t.Errorf("%s %s for %s fails ValidateAll: %v", shortType(typ), r.Name, p.Name, err)
+					}
+				}
+				list = append(list, canonicalJSON(t, r.Msg))
+				if cl, ok := r.Msg.(*clusterv3.Cluster); ok && cl.GetType() == clusterv3.Cluster_EDS {
+					if e := ctx.Endpoint(p, cl.GetEdsClusterConfig().GetServiceName()); e != nil {
+						eds = append(eds, canonicalJSON(t, e.Msg))
+					}
+				}
+			}
+			per[shortType(typ)] = list
+		}
+		per["ClusterLoadAssignment"] = eds
+		out[p.Name] = per
+	}
+	var errs []string
+	for _, e := range ctx.Errors() {
+		errs = append(errs, e.Error())
+	}
+	var cfgErrs []string
+	for _, e := range snap.Errors {
+		cfgErrs = append(cfgErrs, e.Error())
+	}
+	out["translationErrors"] = errs
+	out["configWarnings"] = cfgErrs
+	return out
+}
+
+func TestGolden(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inputs) == 0 {
+		t.Fatal("no golden inputs in testdata/")
+	}
+	for _, in := range inputs {
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			snap := meshtest.Snapshot(t, in)
+			got := translateAll(t, snap)
+			gotJSON, err := json.MarshalIndent(got, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotJSON = append(gotJSON, '\n')
+			golden := strings.TrimSuffix(in, ".yaml") + ".golden.json"
+			if *update {
+				if err := os.WriteFile(golden, gotJSON, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test ./discovery/translate -update)", err)
+			}
+			if diff := cmp.Diff(string(want), string(gotJSON)); diff != "" {
+				t.Errorf("%s differs from golden (-want +got); rerun with -update if intended:\n%s", golden, diff)
+			}
+		})
+	}
+}
+
+// Output must not depend on map iteration or build order: translating the
+// same snapshot twice, with fresh caches, gives identical bytes.
+func TestDeterministic(t *testing.T) {
+	inputs, _ := filepath.Glob("testdata/*.yaml")
+	for _, in := range inputs {
+		snap := meshtest.Snapshot(t, in)
+		a, _ := json.Marshal(translateAll(t, snap))
+		b, _ := json.Marshal(translateAll(t, meshtest.Snapshot(t, in)))
+		if string(a) != string(b) {
+			t.Errorf("%s: translation is not deterministic", in)
+		}
+	}
+}

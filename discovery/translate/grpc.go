@@ -1,0 +1,95 @@
+package translate
+
+import (
+	"net"
+	"strconv"
+	"strings"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sextant-mesh/sextant/discovery/proxy"
+	"github.com/sextant-mesh/sextant/model"
+)
+
+func shortType(typeURL string) string {
+	return typeURL[strings.LastIndexByte(typeURL, '.')+1:]
+}
+
+// GRPCListenerName is the listener a proxyless client asks for when it dials
+// xds:///host:port.
+func GRPCListenerName(host string, port uint32) string {
+	return net.JoinHostPort(host, strconv.FormatUint(uint64(port), 10))
+}
+
+// grpcListenersAndRoutes builds, per service port, an api_listener named
+// host:port whose HttpConnectionManager fetches the route of the same name,
+// as Istio's grpc generator does.
+func (c *Context) grpcListenersAndRoutes(p *proxy.Proxy, services []*model.Service) (ls, rs []*Resource) {
+	for _, svc := range services {
+		if svc.Resolution == model.Passthrough {
+			continue
+		}
+		vs := c.virtualService(p, svc.Hostname)
+		rin := c.routeInputs(p, svc, vs)
+		for _, port := range svc.Ports {
+			name := GRPCListenerName(svc.Hostname, port.Number)
+			res, err := c.cache.get(c.gen, ListenerType, name, 0, func() proto.Message {
+				return grpcListener(name)
+			})
+			c.addErr(err)
+			if res != nil {
+				ls = append(ls, res)
+			}
+			port := port
+			res, err = c.cache.get(c.gen, RouteType, name, rin, func() proto.Message {
+				return &routev3.RouteConfiguration{
+					Name: name,
+					VirtualHosts: []*routev3.VirtualHost{{
+						Name:    name,
+						Domains: grpcDomains(svc, port.Number),
+						Routes:  c.httpRoutes(p, svc, port, vs),
+					}},
+				}
+			})
+			c.addErr(err)
+			if res != nil {
+				rs = append(rs, res)
+			}
+		}
+	}
+	return ls, rs
+}
+
+// grpcDomains lists the authorities a gRPC client may use for the service:
+// gRPC matches the authority with its port, so both forms are listed.
+func grpcDomains(svc *model.Service, port uint32) []string {
+	p := strconv.FormatUint(uint64(port), 10)
+	return []string{svc.Hostname, svc.Hostname + ":" + p}
+}
+
+func grpcListener(name string) *listenerv3.Listener {
+	faultAny, _ := anypb.New(&faultv3.HTTPFault{})
+	routerAny, _ := anypb.New(&routerv3.Router{})
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsSource(),
+			RouteConfigName: name,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: FaultFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: faultAny}},
+			{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerAny}},
+		},
+	}
+	a, _ := anypb.New(hcm)
+	return &listenerv3.Listener{
+		Name:        name,
+		ApiListener: &listenerv3.ApiListener{ApiListener: a},
+	}
+}

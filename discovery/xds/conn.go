@@ -1,0 +1,842 @@
+package xds
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sextant-mesh/sextant/discovery/proxy"
+	"github.com/sextant-mesh/sextant/discovery/translate"
+	"github.com/sextant-mesh/sextant/model"
+)
+
+// pushOrder is Envoy's make-before-break order.
+var pushOrder = []string{translate.ClusterType, translate.EndpointType, translate.ListenerType, translate.RouteType, translate.SecretType}
+
+var errStuck = errors.New("send did not complete in time; closing the stream")
+
+// request is a SotW or delta request in one shape.
+type request struct {
+	typeURL   string
+	node      *corev3.Node
+	nonce     string
+	errDetail string
+	hasError  bool
+	// SotW.
+	version string
+	names   []string
+	// Delta.
+	subscribe   []string
+	unsubscribe []string
+	initial     map[string]string
+}
+
+// watch is what one connection subscribed to for one type, and what it was
+// sent and acknowledged.
+type watch struct {
+	typeURL  string
+	wildcard bool
+	// names holds, for named types, each subscribed name and the resource
+	// last sent for it (nil: not sent).
+	names map[string]*translate.Resource
+	// set is what a wildcard subscription was last sent.
+	set *translate.TypeSet
+	// initial are the versions a delta client reported on (re)connect.
+	initial map[string]string
+
+	nonceSent, nonceAcked     string
+	versionSent, versionAcked string
+	lastError                 string
+	lastSent, lastAcked       time.Time
+	waiting                   []*PushRecord
+}
+
+// Connection is one ADS stream from one proxy.
+type Connection struct {
+	s           *Server
+	id          string
+	proxy       *proxy.Proxy
+	peer        string
+	delta       bool
+	connectedAt time.Time
+	cancel      context.CancelCauseFunc
+
+	sendSotw  func(*discoverygrpc.DiscoveryResponse) error
+	sendDelta func(*discoverygrpc.DeltaDiscoveryResponse) error
+
+	pushMu  sync.Mutex
+	pending *PushRequest
+	pushCh  chan struct{}
+
+	mu       sync.Mutex
+	watches  map[string]*watch
+	holds    map[*PushRecord]int
+	nonceSeq uint64
+	prefix   string
+}
+
+// Proxy returns the connected proxy.
+func (c *Connection) Proxy() *proxy.Proxy { return c.proxy }
+
+// ID returns the connection id.
+func (c *Connection) ID() string { return c.id }
+
+// Delta reports whether the stream is delta xDS.
+func (c *Connection) Delta() bool { return c.delta }
+
+// ConnectedAt returns when the stream started.
+func (c *Connection) ConnectedAt() time.Time { return c.connectedAt }
+
+// Peer returns the remote address.
+func (c *Connection) Peer() string { return c.peer }
+
+func (c *Connection) enqueue(req *PushRequest) {
+	c.pushMu.Lock()
+	c.pending = c.pending.merge(req)
+	c.pushMu.Unlock()
+	select {
+	case c.pushCh <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Connection) takePending() *PushRequest {
+	c.pushMu.Lock()
+	defer c.pushMu.Unlock()
+	r := c.pending
+	c.pending = nil
+	return r
+}
+
+// StreamAggregatedResources serves state-of-the-world ADS.
+func (s *Server) StreamAggregatedResources(stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	recv := func() (*request, error) {
+		r, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		req := &request{typeURL: r.GetTypeUrl(), node: r.GetNode(), nonce: r.GetResponseNonce(),
+			version: r.GetVersionInfo(), names: r.GetResourceNames()}
+		if r.GetErrorDetail() != nil {
+			req.hasError, req.errDetail = true, r.GetErrorDetail().GetMessage()
+		}
+		return req, nil
+	}
+	return s.serve(stream.Context(), false, recv, func(c *Connection) { c.sendSotw = stream.Send })
+}
+
+// DeltaAggregatedResources serves incremental (delta) ADS.
+func (s *Server) DeltaAggregatedResources(stream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	recv := func() (*request, error) {
+		r, err := stream.Recv()
+		if err != nil {
+			return nil, err
+		}
+		req := &request{typeURL: r.GetTypeUrl(), node: r.GetNode(), nonce: r.GetResponseNonce(),
+			subscribe: r.GetResourceNamesSubscribe(), unsubscribe: r.GetResourceNamesUnsubscribe(),
+			initial: r.GetInitialResourceVersions()}
+		if r.GetErrorDetail() != nil {
+			req.hasError, req.errDetail = true, r.GetErrorDetail().GetMessage()
+		}
+		return req, nil
+	}
+	return s.serve(stream.Context(), true, recv, func(c *Connection) { c.sendDelta = stream.Send })
+}
+
+func (s *Server) serve(sctx context.Context, delta bool, recv func() (*request, error), bind func(*Connection)) error {
+	if s.draining.Load() {
+		s.metrics.RejectedStreams.WithLabelValues("draining").Inc()
+		return status.Error(codes.Unavailable, "control plane is draining; reconnect to another replica")
+	}
+	ctx, cancel := context.WithCancelCause(sctx)
+	defer cancel(nil)
+
+	reqs := make(chan *request)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			r, err := recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case reqs <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	// The first request identifies the proxy.
+	var first *request
+	select {
+	case first = <-reqs:
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	p, err := proxy.Parse(first.node)
+	if err != nil {
+		s.metrics.RejectedStreams.WithLabelValues("bad_node").Inc()
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	// Streams are accepted at once but served only after every registry
+	// finished its initial sync: never a partial or empty config.
+	select {
+	case <-s.ready:
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	c := &Connection{
+		s:           s,
+		id:          p.Name + "-" + strconv.FormatUint(s.connID.Add(1), 10),
+		proxy:       p,
+		delta:       delta,
+		connectedAt: time.Now(),
+		cancel:      cancel,
+		pushCh:      make(chan struct{}, 1),
+		watches:     map[string]*watch{},
+		holds:       map[*PushRecord]int{},
+		prefix:      randomPrefix(),
+	}
+	if pr, ok := peer.FromContext(sctx); ok {
+		c.peer = pr.Addr.String()
+	}
+	bind(c)
+	s.addConn(c)
+	s.log.Debug("proxy connected", "proxy", p.Name, "id", c.id, "delta", delta, "generator", p.Generator, "peer", c.peer)
+	defer func() {
+		s.removeConn(c)
+		c.releaseAll()
+		s.log.Debug("proxy disconnected", "proxy", p.Name, "id", c.id)
+	}()
+
+	if err := c.handle(first); err != nil {
+		return err
+	}
+	for {
+		select {
+		case r := <-reqs:
+			if err := c.handle(r); err != nil {
+				return err
+			}
+		case <-c.pushCh:
+			if req := c.takePending(); req != nil {
+				if err := c.push(req); err != nil {
+					return err
+				}
+			}
+		case err := <-errc:
+			if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		case <-ctx.Done():
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				return status.Error(codes.Unavailable, cause.Error())
+			}
+			return nil
+		}
+	}
+}
+
+func randomPrefix() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (c *Connection) nextNonce() string {
+	c.nonceSeq++
+	return c.prefix + "-" + strconv.FormatUint(c.nonceSeq, 10)
+}
+
+func isWildcardType(t string) bool {
+	return t == translate.ClusterType || t == translate.ListenerType
+}
+
+func typeLabel(t string) string {
+	switch t {
+	case translate.ClusterType:
+		return "cds"
+	case translate.EndpointType:
+		return "eds"
+	case translate.ListenerType:
+		return "lds"
+	case translate.RouteType:
+		return "rds"
+	case translate.SecretType:
+		return "sds"
+	}
+	return "other"
+}
+
+// handle processes one request from the proxy.
+func (c *Connection) handle(r *request) error {
+	s := c.s
+	if r.typeURL == "" {
+		return status.Error(codes.InvalidArgument, "request has no type_url")
+	}
+	if strings.HasPrefix(r.typeURL, "istio.io/debug") {
+		return c.handleDebug(r)
+	}
+	c.mu.Lock()
+	w := c.watches[r.typeURL]
+	if r.hasError {
+		s.metrics.Rejects.WithLabelValues(typeLabel(r.typeURL)).Inc()
+		s.log.Warn("proxy rejected config (NACK)", "proxy", c.proxy.Name, "type", typeLabel(r.typeURL),
+			"nonce", r.nonce, "error", r.errDetail)
+		if w != nil {
+			w.lastError = r.errDetail
+			c.resolveLocked(w, true)
+		}
+		// Later versions still go out; a NACK is not retried on its own.
+		c.updateSubscriptionLocked(w, r)
+		c.mu.Unlock()
+		return nil
+	}
+	if w == nil {
+		w = &watch{typeURL: r.typeURL, names: map[string]*translate.Resource{}}
+		if c.delta {
+			w.wildcard = isWildcardType(r.typeURL) && len(r.subscribe) == 0
+			for _, n := range r.subscribe {
+				if n == "*" {
+					w.wildcard = true
+				}
+			}
+			if len(r.initial) > 0 {
+				if w.wildcard {
+					w.initial = r.initial
+				}
+			}
+		} else {
+			w.wildcard = isWildcardType(r.typeURL) && len(r.names) == 0
+			for _, n := range r.names {
+				if n == "*" {
+					w.wildcard = true
+				}
+			}
+		}
+		c.watches[r.typeURL] = w
+		c.updateSubscriptionLocked(w, r)
+		if c.delta && !w.wildcard {
+			for n, v := range r.initial {
+				if _, ok := w.names[n]; ok {
+					w.names[n] = &translate.Resource{Name: n, Version: v}
+				}
+			}
+		}
+		sends := c.prepareLocked(w, nil, r.version)
+		c.mu.Unlock()
+		return c.sendAll(sends, nil)
+	}
+	if r.nonce != "" && r.nonce != w.nonceSent {
+		s.metrics.ExpiredNonce.WithLabelValues(typeLabel(r.typeURL)).Inc()
+		// A stale ACK; the proxy will answer the newer response. Delta
+		// subscription changes still count.
+		if c.delta {
+			added := c.updateSubscriptionLocked(w, r)
+			if len(added) > 0 {
+				sends := c.prepareLocked(w, added, "")
+				c.mu.Unlock()
+				return c.sendAll(sends, nil)
+			}
+		}
+		c.mu.Unlock()
+		return nil
+	}
+	if r.nonce != "" {
+		w.nonceAcked = r.nonce
+		w.versionAcked = w.versionSent
+		w.lastAcked = time.Now()
+		w.lastError = ""
+		c.resolveLocked(w, false)
+	}
+	added := c.updateSubscriptionLocked(w, r)
+	var sends []outgoing
+	switch {
+	case r.nonce == "":
+		// A repeated initial request (e.g. after a client-side reset):
+		// answer with everything.
+		sends = c.prepareLocked(w, nil, r.version)
+	case len(added) > 0:
+		sends = c.prepareLocked(w, added, "")
+	}
+	c.mu.Unlock()
+	return c.sendAll(sends, nil)
+}
+
+// updateSubscriptionLocked applies the names of a request to w and returns
+// the newly subscribed ones.
+func (c *Connection) updateSubscriptionLocked(w *watch, r *request) []string {
+	if w == nil || w.wildcard {
+		return nil
+	}
+	var added []string
+	if c.delta {
+		for _, n := range r.subscribe {
+			if _, ok := w.names[n]; !ok && n != "*" {
+				w.names[n] = nil
+				added = append(added, n)
+			}
+		}
+		for _, n := range r.unsubscribe {
+			delete(w.names, n)
+		}
+		return added
+	}
+	want := make(map[string]bool, len(r.names))
+	for _, n := range r.names {
+		want[n] = true
+		if _, ok := w.names[n]; !ok {
+			w.names[n] = nil
+			added = append(added, n)
+		}
+	}
+	for n := range w.names {
+		if !want[n] {
+			delete(w.names, n)
+		}
+	}
+	return added
+}
+
+// resolveLocked marks the pushes waiting on w as answered by this proxy.
+func (c *Connection) resolveLocked(w *watch, nack bool) {
+	for _, rec := range w.waiting {
+		if nack {
+			rec.mu.Lock()
+			rec.nacks++
+			rec.mu.Unlock()
+		}
+		c.holds[rec]--
+		if c.holds[rec] <= 0 {
+			delete(c.holds, rec)
+			c.s.metrics.Convergence.Observe(time.Since(rec.Queued).Seconds())
+			rec.release(c.s)
+		}
+	}
+	w.waiting = nil
+}
+
+func (c *Connection) releaseAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for rec := range c.holds {
+		rec.release(c.s)
+	}
+	c.holds = map[*PushRecord]int{}
+	// Pending pushes never reached this proxy.
+	if p := c.takePending(); p != nil {
+		for _, rec := range p.records {
+			rec.release(c.s)
+		}
+	}
+}
+
+// push sends what req changed for every watched type.
+func (c *Connection) push(req *PushRequest) error {
+	start := time.Now()
+	select {
+	case c.s.sem <- struct{}{}:
+	case <-time.After(c.s.opts.SendTimeout):
+		// Never reached: the semaphore is released by sends bounded by
+		// SendTimeout, so this only guards against a bug.
+		return status.Error(codes.ResourceExhausted, "no push slot")
+	}
+	defer func() { <-c.s.sem }()
+	c.s.metrics.QueueTime.Observe(time.Since(start).Seconds())
+	c.mu.Lock()
+	var sends []outgoing
+	for _, t := range pushOrder {
+		w := c.watches[t]
+		if w == nil {
+			continue
+		}
+		if req.Full {
+			sends = append(sends, c.prepareLocked(w, nil, "")...)
+			continue
+		}
+		if t != translate.EndpointType || w.wildcard {
+			continue
+		}
+		var only []string
+		for n := range req.EDS {
+			if _, ok := w.names[n]; ok {
+				only = append(only, n)
+			}
+		}
+		if len(only) > 0 {
+			sends = append(sends, c.prepareLocked(w, only, "")...)
+		}
+	}
+	// Attach the push's records to the watches that were sent something;
+	// release the rest at once.
+	for _, rec := range req.records {
+		n := 0
+		for _, o := range sends {
+			o.w.waiting = append(o.w.waiting, rec)
+			n++
+		}
+		if n == 0 {
+			rec.release(c.s)
+			continue
+		}
+		c.holds[rec] += n
+		rec.mu.Lock()
+		rec.sent++
+		rec.mu.Unlock()
+	}
+	c.mu.Unlock()
+	return c.sendAll(sends, req.records)
+}
+
+// outgoing is one prepared response.
+type outgoing struct {
+	w     *watch
+	sotw  *discoverygrpc.DiscoveryResponse
+	delta *discoverygrpc.DeltaDiscoveryResponse
+	count int
+	bytes int
+	built time.Time
+}
+
+func (c *Connection) sendAll(sends []outgoing, recs []*PushRecord) error {
+	for _, o := range sends {
+		label := typeLabel(o.w.typeURL)
+		err := c.sendWithTimeout(func() error {
+			if o.sotw != nil {
+				return c.sendSotw(o.sotw)
+			}
+			return c.sendDelta(o.delta)
+		})
+		if err != nil {
+			c.s.metrics.Pushes.WithLabelValues(label + "_senderr").Inc()
+			return err
+		}
+		c.s.metrics.Pushes.WithLabelValues(label).Inc()
+		c.s.metrics.PushTime.WithLabelValues(label).Observe(time.Since(o.built).Seconds())
+		c.s.metrics.ConfigSize.WithLabelValues(label).Observe(float64(o.bytes))
+		for _, rec := range recs {
+			rec.addSent(o.count, o.bytes)
+		}
+	}
+	return nil
+}
+
+func (c *Connection) sendWithTimeout(fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	t := time.NewTimer(c.s.opts.SendTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		c.s.metrics.StuckStreams.Inc()
+		c.s.log.Warn("closing stuck stream", "proxy", c.proxy.Name, "id", c.id)
+		c.cancel(errStuck)
+		return status.Error(codes.DeadlineExceeded, errStuck.Error())
+	}
+}
+
+// lookup returns the current resource of a type by name for this proxy.
+func (c *Connection) lookup(st *pushState, typeURL, name string) *translate.Resource {
+	if typeURL == translate.EndpointType {
+		return st.tctx.Endpoint(c.proxy, name)
+	}
+	return st.tctx.Resources(c.proxy, typeURL).Get(name)
+}
+
+// prepareLocked computes the response for w. only limits a named watch to
+// those names; resume is a SotW client's version_info on its first request,
+// and nothing is sent when it already matches.
+func (c *Connection) prepareLocked(w *watch, only []string, resume string) []outgoing {
+	st := c.s.state.Load()
+	if st == nil {
+		return nil
+	}
+	built := time.Now()
+	known := w.typeURL == translate.ClusterType || w.typeURL == translate.EndpointType ||
+		w.typeURL == translate.ListenerType || w.typeURL == translate.RouteType
+	if !known {
+		// Types Sextant does not serve on this port: answer wildcard
+		// requests with an empty set so clients do not wait.
+		if !w.wildcard || w.nonceSent != "" {
+			return nil
+		}
+		return c.finishLocked(w, nil, nil, versionOf(nil), built)
+	}
+	if w.wildcard {
+		ts := st.tctx.Resources(c.proxy, w.typeURL)
+		if ts == nil {
+			ts = &translate.TypeSet{}
+		}
+		ver := strconv.FormatUint(ts.Hash, 16)
+		if c.delta {
+			var changed []*translate.Resource
+			var removed []string
+			have := map[string]string{}
+			if w.set != nil {
+				for _, r := range w.set.Resources {
+					have[r.Name] = r.Version
+				}
+			} else {
+				have = w.initial
+			}
+			for _, r := range ts.Resources {
+				if have[r.Name] != r.Version {
+					changed = append(changed, r)
+				}
+			}
+			for n := range have {
+				if ts.Get(n) == nil {
+					removed = append(removed, n)
+				}
+			}
+			w.set, w.initial = ts, nil
+			if len(changed) == 0 && len(removed) == 0 {
+				if w.nonceSent == "" {
+					c.markResumedLocked(w, ver)
+				}
+				return nil
+			}
+			return c.finishLocked(w, changed, removed, ver, built)
+		}
+		if w.set != nil && w.set.Hash == ts.Hash && w.nonceSent != "" {
+			return nil
+		}
+		if resume != "" && resume == ver {
+			w.set = ts
+			c.markResumedLocked(w, ver)
+			return nil
+		}
+		w.set = ts
+		return c.finishLocked(w, ts.Resources, nil, ver, built)
+	}
+	names := only
+	if names == nil {
+		names = make([]string, 0, len(w.names))
+		for n := range w.names {
+			names = append(names, n)
+		}
+	}
+	var changed []*translate.Resource
+	var removed []string
+	for _, n := range names {
+		cur, ok := w.names[n]
+		if !ok {
+			continue
+		}
+		r := c.lookup(st, w.typeURL, n)
+		switch {
+		case r == nil:
+			if c.delta && (cur != nil || contains(only, n)) {
+				removed = append(removed, n)
+			}
+			w.names[n] = nil
+		case cur == nil || cur.Version != r.Version:
+			changed = append(changed, r)
+			w.names[n] = r
+		}
+	}
+	ver := c.namedVersionLocked(w)
+	if !c.delta && resume != "" && resume == ver {
+		c.markResumedLocked(w, ver)
+		return nil
+	}
+	if !c.delta && isWildcardType(w.typeURL) && len(changed) > 0 {
+		// In SotW, a CDS or LDS response replaces the whole set even when
+		// the client subscribed by name (gRPC does): send every subscribed
+		// resource that exists, not just the changed ones.
+		changed = changed[:0]
+		for _, n := range sortedNames(w.names) {
+			if r := w.names[n]; r != nil {
+				changed = append(changed, r)
+			}
+		}
+	}
+	if len(changed) == 0 && len(removed) == 0 {
+		if w.nonceSent == "" && !c.delta && resume == "" && only == nil {
+			// SotW clients wait for an answer to their first request, even an
+			// empty one.
+			return c.finishLocked(w, nil, nil, ver, built)
+		}
+		return nil
+	}
+	return c.finishLocked(w, changed, removed, ver, built)
+}
+
+func sortedNames(m map[string]*translate.Resource) []string {
+	out := make([]string, 0, len(m))
+	for n := range m {
+		out = append(out, n)
+	}
+	sortStrings(out)
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// namedVersionLocked is the SotW version_info of a named watch: a hash of
+// every subscribed resource's version, so a reconnecting client that holds
+// the same set gets nothing resent.
+func (c *Connection) namedVersionLocked(w *watch) string {
+	names := make([]string, 0, len(w.names))
+	for n := range w.names {
+		names = append(names, n)
+	}
+	sortStrings(names)
+	h := &model.Hasher{}
+	for _, n := range names {
+		h.Str(n)
+		if r := w.names[n]; r != nil {
+			h.Str(r.Version)
+		}
+	}
+	return strconv.FormatUint(h.Sum(), 16)
+}
+
+func versionOf(rs []*translate.Resource) string {
+	h := &model.Hasher{}
+	for _, r := range rs {
+		h.Str(r.Name).Str(r.Version)
+	}
+	return strconv.FormatUint(h.Sum(), 16)
+}
+
+func (c *Connection) markResumedLocked(w *watch, ver string) {
+	w.nonceSent = "resumed"
+	w.nonceAcked = "resumed"
+	w.versionSent, w.versionAcked = ver, ver
+	w.lastSent, w.lastAcked = time.Now(), time.Now()
+}
+
+func (c *Connection) finishLocked(w *watch, changed []*translate.Resource, removed []string, ver string, built time.Time) []outgoing {
+	nonce := c.nextNonce()
+	w.nonceSent, w.versionSent, w.lastSent = nonce, ver, time.Now()
+	o := outgoing{w: w, count: len(changed) + len(removed), built: built}
+	for _, r := range changed {
+		o.bytes += len(r.Any.GetValue())
+	}
+	if c.delta {
+		resp := &discoverygrpc.DeltaDiscoveryResponse{TypeUrl: w.typeURL, Nonce: nonce, SystemVersionInfo: ver, RemovedResources: removed}
+		for _, r := range changed {
+			resp.Resources = append(resp.Resources, &discoverygrpc.Resource{Name: r.Name, Version: r.Version, Resource: r.Any})
+		}
+		o.delta = resp
+	} else {
+		resp := &discoverygrpc.DiscoveryResponse{TypeUrl: w.typeURL, Nonce: nonce, VersionInfo: ver}
+		resp.Resources = make([]*anypb.Any, len(changed))
+		for i, r := range changed {
+			resp.Resources[i] = r.Any
+		}
+		o.sotw = resp
+	}
+	return []outgoing{o}
+}
+
+// WatchStatus is the sync state of one type on one connection.
+type WatchStatus struct {
+	TypeURL      string    `json:"typeUrl"`
+	NonceSent    string    `json:"nonceSent,omitempty"`
+	NonceAcked   string    `json:"nonceAcked,omitempty"`
+	VersionSent  string    `json:"versionSent,omitempty"`
+	VersionAcked string    `json:"versionAcked,omitempty"`
+	LastError    string    `json:"lastError,omitempty"`
+	LastSent     time.Time `json:"lastSent,omitempty"`
+	LastAcked    time.Time `json:"lastAcked,omitempty"`
+	Resources    int       `json:"resources"`
+	Status       string    `json:"status"`
+}
+
+// Status values, as istioctl prints them.
+const (
+	StatusSynced  = "SYNCED"
+	StatusStale   = "STALE"
+	StatusNack    = "NACK"
+	StatusNotSent = "NOT SENT"
+)
+
+// Watches returns the sync state of every watched type.
+func (c *Connection) Watches() []WatchStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []WatchStatus
+	for _, t := range pushOrder {
+		w := c.watches[t]
+		if w == nil {
+			continue
+		}
+		ws := WatchStatus{TypeURL: t, NonceSent: w.nonceSent, NonceAcked: w.nonceAcked, VersionSent: w.versionSent,
+			VersionAcked: w.versionAcked, LastError: w.lastError, LastSent: w.lastSent, LastAcked: w.lastAcked}
+		ws.Resources = len(c.sentLocked(w))
+		switch {
+		case w.lastError != "":
+			ws.Status = StatusNack
+		case w.nonceSent == "":
+			ws.Status = StatusNotSent
+		case w.nonceSent == w.nonceAcked:
+			ws.Status = StatusSynced
+		default:
+			ws.Status = StatusStale
+		}
+		out = append(out, ws)
+	}
+	return out
+}
+
+func (c *Connection) sentLocked(w *watch) []*translate.Resource {
+	if w.wildcard {
+		if w.set == nil {
+			return nil
+		}
+		return w.set.Resources
+	}
+	var out []*translate.Resource
+	for _, r := range w.names {
+		if r != nil && r.Any != nil {
+			out = append(out, r)
+		}
+	}
+	sortResources(out)
+	return out
+}
+
+// Sent returns the resources last sent to the proxy for a type, as
+// messages, sorted by name.
+func (c *Connection) Sent(typeURL string) []proto.Message {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.watches[typeURL]
+	if w == nil {
+		return nil
+	}
+	var out []proto.Message
+	for _, r := range c.sentLocked(w) {
+		out = append(out, r.Msg)
+	}
+	return out
+}

@@ -1,0 +1,128 @@
+package xds
+
+import (
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Istio's debug types, served over ADS so `istioctl proxy-status
+// --xds-address` works against Sextant.
+const (
+	DebugSyncz      = "istio.io/debug/syncz"
+	DebugConfigDump = "istio.io/debug/config_dump"
+)
+
+// handleDebug answers istioctl's debug requests: syncz returns one CSDS
+// ClientConfig per connected proxy (listing only proxies that send
+// PROXY_CONFIG, as istiod does); config_dump returns the named proxy's
+// ClientConfig with the resources it was sent.
+func (c *Connection) handleDebug(r *request) error {
+	if r.nonce != "" || r.hasError {
+		return nil // ACKs of debug responses need no answer.
+	}
+	var res []*anypb.Any
+	switch r.typeURL {
+	case DebugSyncz:
+		for _, conn := range c.s.Connections() {
+			if !conn.proxy.HasProxyConfig {
+				continue
+			}
+			if a, err := anypb.New(conn.ClientConfig(false)); err == nil {
+				res = append(res, a)
+			}
+		}
+	case DebugConfigDump:
+		for _, name := range append(r.names, r.subscribe...) {
+			for _, conn := range c.s.Connections() {
+				if conn.proxy.Name == name || conn.proxy.ID == name {
+					if a, err := anypb.New(conn.ClientConfig(true)); err == nil {
+						res = append(res, a)
+					}
+					break
+				}
+			}
+		}
+	default:
+		return nil
+	}
+	c.mu.Lock()
+	nonce := c.nextNonce()
+	c.mu.Unlock()
+	return c.sendWithTimeout(func() error {
+		if c.delta {
+			resp := &discoverygrpc.DeltaDiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce}
+			for _, a := range res {
+				resp.Resources = append(resp.Resources, &discoverygrpc.Resource{Resource: a})
+			}
+			return c.sendDelta(resp)
+		}
+		return c.sendSotw(&discoverygrpc.DiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, VersionInfo: time.Now().Format(time.RFC3339Nano), Resources: res})
+	})
+}
+
+func configStatus(w WatchStatus) statusv3.ConfigStatus {
+	switch w.Status {
+	case StatusSynced:
+		return statusv3.ConfigStatus_SYNCED
+	case StatusNack:
+		return statusv3.ConfigStatus_ERROR
+	case StatusStale:
+		return statusv3.ConfigStatus_STALE
+	}
+	return statusv3.ConfigStatus_NOT_SENT
+}
+
+// ClientConfig renders the connection as an Envoy CSDS ClientConfig, the
+// shape istioctl reads. With resources, the last sent resources are
+// included as generic xDS configs.
+func (c *Connection) ClientConfig(resources bool) *statusv3.ClientConfig {
+	cc := &statusv3.ClientConfig{
+		Node: &corev3.Node{Id: c.proxy.ID, Metadata: c.proxy.Metadata},
+	}
+	for _, w := range c.Watches() {
+		gx := &statusv3.ClientConfig_GenericXdsConfig{
+			TypeUrl:      w.TypeURL,
+			VersionInfo:  w.VersionSent,
+			ConfigStatus: configStatus(w),
+		}
+		if w.Status == StatusNack {
+			gx.ClientStatus = adminv3.ClientResourceStatus_NACKED
+			gx.ErrorState = &adminv3.UpdateFailureState{Details: w.LastError}
+		} else if w.Status == StatusSynced {
+			gx.ClientStatus = adminv3.ClientResourceStatus_ACKED
+		}
+		if !w.LastSent.IsZero() {
+			gx.LastUpdated = timestamppb.New(w.LastSent)
+		}
+		if resources {
+			for _, m := range c.Sent(w.TypeURL) {
+				if a, err := anypb.New(m); err == nil {
+					g := proto.Clone(gx).(*statusv3.ClientConfig_GenericXdsConfig)
+					g.XdsConfig = a
+					g.Name = nameOf(m)
+					cc.GenericXdsConfigs = append(cc.GenericXdsConfigs, g)
+				}
+			}
+			continue
+		}
+		cc.GenericXdsConfigs = append(cc.GenericXdsConfigs, gx)
+	}
+	return cc
+}
+
+func nameOf(m interface{}) string {
+	switch v := m.(type) {
+	case interface{ GetName() string }:
+		return v.GetName()
+	case interface{ GetClusterName() string }:
+		return v.GetClusterName()
+	}
+	return ""
+}

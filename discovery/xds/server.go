@@ -1,0 +1,372 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+
+	"github.com/sextant-mesh/sextant/discovery/translate"
+	"github.com/sextant-mesh/sextant/model"
+)
+
+// Options configure a Server.
+type Options struct {
+	Logger *slog.Logger
+	Mesh   model.MeshConfig
+	// DebounceAfter is the quiet period before a push; DebounceMax caps how
+	// long changes may be held back.
+	DebounceAfter time.Duration
+	DebounceMax   time.Duration
+	// PushConcurrency bounds how many proxies are being pushed at once.
+	PushConcurrency int
+	// SendTimeout closes a stream whose send does not complete in time, so
+	// a stuck proxy never holds a push slot for long.
+	SendTimeout time.Duration
+	// InstanceID names this control plane in proxy-status output.
+	InstanceID string
+	// PushLogSize is how many push records /debug/push_log keeps.
+	PushLogSize int
+}
+
+func (o *Options) defaults() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Mesh.TrustDomain == "" {
+		o.Mesh = model.DefaultMeshConfig()
+	}
+	if o.DebounceAfter <= 0 {
+		o.DebounceAfter = 100 * time.Millisecond
+	}
+	if o.DebounceMax <= 0 {
+		o.DebounceMax = 10 * time.Second
+	}
+	if o.PushConcurrency <= 0 {
+		o.PushConcurrency = 100
+	}
+	if o.SendTimeout <= 0 {
+		o.SendTimeout = 20 * time.Second
+	}
+	if o.InstanceID == "" {
+		o.InstanceID = "sextant"
+	}
+	if o.PushLogSize <= 0 {
+		o.PushLogSize = 100
+	}
+}
+
+// pushState is what every connection pushes from: one snapshot and its
+// translation context.
+type pushState struct {
+	snap *model.Snapshot
+	tctx *translate.Context
+}
+
+// Server is the ADS server and push pipeline.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	agg     *model.Aggregator
+	cache   *translate.Cache
+	metrics *Metrics
+
+	state   atomic.Pointer[pushState]
+	ready   chan struct{}
+	readyOn sync.Once
+
+	mu     sync.RWMutex
+	conns  map[string]*Connection
+	connID atomic.Uint64
+
+	sem chan struct{}
+
+	pushSeq atomic.Uint64
+	logMu   sync.Mutex
+	pushLog []*PushRecord
+
+	draining atomic.Bool
+}
+
+// New returns a server reading the model from agg.
+func New(agg *model.Aggregator, opts Options) *Server {
+	opts.defaults()
+	s := &Server{
+		opts:  opts,
+		log:   opts.Logger,
+		agg:   agg,
+		cache: translate.NewCache(),
+		ready: make(chan struct{}),
+		conns: map[string]*Connection{},
+		sem:   make(chan struct{}, opts.PushConcurrency),
+	}
+	s.metrics = newMetrics(
+		func() float64 { return float64(s.cache.Stats().Marshals) },
+		func() float64 { return float64(s.cache.Stats().Hits) },
+		func() float64 { return float64(s.cache.Stats().Misses) },
+	)
+	return s
+}
+
+// Metrics returns the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// CacheStats returns the resource cache counters.
+func (s *Server) CacheStats() translate.CacheStats { return s.cache.Stats() }
+
+// Register adds the ADS service to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, s)
+}
+
+// Ready is closed once the first snapshot with every registry synced is
+// being served.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// IsReady reports whether the server serves config (and is not draining).
+func (s *Server) IsReady() bool {
+	select {
+	case <-s.ready:
+		return !s.draining.Load()
+	default:
+		return false
+	}
+}
+
+// Snapshot returns the snapshot being served (nil before the first one).
+func (s *Server) Snapshot() *model.Snapshot {
+	if st := s.state.Load(); st != nil {
+		return st.snap
+	}
+	return nil
+}
+
+// Run drives the debounce loop until ctx is done: changes recorded by the
+// aggregator are merged until DebounceAfter passes without one, or
+// DebounceMax after the first, then one push goes out.
+func (s *Server) Run(ctx context.Context) error {
+	// An initial build, so registries that synced before Run are served.
+	s.publish(time.Now())
+	var (
+		first, last time.Time
+		timer       *time.Timer
+		timerC      <-chan time.Time
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return nil
+		case <-s.agg.Changed():
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+			}
+			last = now
+			if timer == nil {
+				timer = time.NewTimer(s.opts.DebounceAfter)
+				timerC = timer.C
+			}
+		case <-timerC:
+			now := time.Now()
+			quiet := now.Sub(last)
+			if quiet >= s.opts.DebounceAfter || now.Sub(first) >= s.opts.DebounceMax {
+				s.metrics.DebounceTime.Observe(now.Sub(first).Seconds())
+				s.publish(first)
+				first, last = time.Time{}, time.Time{}
+				timer, timerC = nil, nil
+				continue
+			}
+			wait := s.opts.DebounceAfter - quiet
+			if rest := s.opts.DebounceMax - now.Sub(first); rest < wait {
+				wait = rest
+			}
+			timer.Reset(wait)
+		}
+	}
+}
+
+// publish builds a snapshot from the aggregator and pushes it.
+func (s *Server) publish(changedAt time.Time) {
+	snap, events := s.agg.Build()
+	tctx := translate.NewContext(snap, s.opts.Mesh, s.cache)
+	prev := s.state.Load()
+	st := &pushState{snap: snap, tctx: tctx}
+	s.metrics.Services.Set(float64(len(snap.Services())))
+	s.metrics.SnapshotVersion.Set(float64(snap.Version))
+	var nerr, nwarn int
+	for _, e := range snap.Errors {
+		if e.Warning {
+			nwarn++
+		} else {
+			nerr++
+		}
+	}
+	s.metrics.ConfigErrors.WithLabelValues("error").Set(float64(nerr))
+	s.metrics.ConfigErrors.WithLabelValues("warning").Set(float64(nwarn))
+	if !snap.Synced {
+		// Never serve a partial mesh: keep waiting for every registry.
+		if prev == nil {
+			s.log.Debug("registries not synced yet; not serving", "version", snap.Version)
+			return
+		}
+	}
+	s.state.Store(st)
+	if snap.Synced {
+		s.readyOn.Do(func() {
+			s.log.Info("initial sync complete; serving", "services", len(snap.Services()), "version", snap.Version)
+			close(s.ready)
+		})
+	}
+	if prev == nil || len(events) == 0 {
+		return
+	}
+	req := s.requestFor(snap, events, changedAt)
+	if req == nil {
+		return
+	}
+	s.pushAll(req)
+}
+
+// requestFor turns model events into a push request: endpoint-only changes
+// become an EDS-only push of the affected clusters.
+func (s *Server) requestFor(snap *model.Snapshot, events []model.Event, changedAt time.Time) *PushRequest {
+	req := &PushRequest{Start: changedAt, EDS: map[string]bool{}}
+	reasons := map[string]int{}
+	for _, e := range events {
+		s.metrics.InboundUpdates.WithLabelValues(e.Kind.String()).Inc()
+		switch e.Kind {
+		case model.EventEndpoints:
+			reasons["endpoint"]++
+			for _, name := range translate.ClusterNamesForHost(snap, e.Service.Hostname) {
+				req.EDS[name] = true
+			}
+		case model.EventService:
+			reasons["service"]++
+			req.Full = true
+		case model.EventConfig:
+			reasons["config"]++
+			req.Full = true
+		case model.EventErrors:
+			// Errors and sync state change no resource.
+		}
+	}
+	if !req.Full && len(req.EDS) == 0 {
+		return nil
+	}
+	for r, n := range reasons {
+		s.metrics.PushTriggers.WithLabelValues(r).Add(float64(n))
+	}
+	keys := make([]string, 0, len(reasons))
+	for r, n := range reasons {
+		keys = append(keys, fmt.Sprintf("%s=%d", r, n))
+	}
+	sort.Strings(keys)
+	req.Reason = strings.Join(keys, ",")
+	return req
+}
+
+// pushAll queues req on every connection. A connection that already has a
+// push pending merges it, so a proxy is never queued twice.
+func (s *Server) pushAll(req *PushRequest) {
+	s.mu.RLock()
+	conns := make([]*Connection, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.RUnlock()
+	rec := &PushRecord{
+		ID:      s.pushSeq.Add(1),
+		Start:   req.Start,
+		Queued:  time.Now(),
+		Reason:  req.Reason,
+		Full:    req.Full,
+		Proxies: len(conns),
+	}
+	for n := range req.EDS {
+		rec.EDSClusters = append(rec.EDSClusters, n)
+	}
+	sort.Strings(rec.EDSClusters)
+	rec.outstanding.Store(int64(len(conns)) + 1)
+	req.records = []*PushRecord{rec}
+	s.recordPush(rec)
+	for _, c := range conns {
+		c.enqueue(req)
+	}
+	rec.release(s) // the dispatcher's hold
+}
+
+// PushRequest says what a push must recompute.
+type PushRequest struct {
+	// Full means config or services changed: every type is recomputed.
+	Full bool
+	// EDS names clusters whose endpoints changed (used when !Full).
+	EDS    map[string]bool
+	Reason string
+	Start  time.Time
+
+	records []*PushRecord
+}
+
+func (r *PushRequest) merge(o *PushRequest) *PushRequest {
+	if r == nil {
+		return o
+	}
+	m := &PushRequest{Full: r.Full || o.Full, Start: r.Start, Reason: r.Reason, EDS: map[string]bool{}}
+	if o.Start.Before(m.Start) {
+		m.Start = o.Start
+	}
+	if o.Reason != r.Reason {
+		m.Reason = r.Reason + ";" + o.Reason
+	}
+	for k := range r.EDS {
+		m.EDS[k] = true
+	}
+	for k := range o.EDS {
+		m.EDS[k] = true
+	}
+	m.records = append(append([]*PushRecord{}, r.records...), o.records...)
+	return m
+}
+
+func (s *Server) addConn(c *Connection) {
+	s.mu.Lock()
+	s.conns[c.id] = c
+	n := len(s.conns)
+	s.mu.Unlock()
+	s.metrics.Connections.Set(float64(n))
+}
+
+func (s *Server) removeConn(c *Connection) {
+	s.mu.Lock()
+	delete(s.conns, c.id)
+	n := len(s.conns)
+	s.mu.Unlock()
+	s.metrics.Connections.Set(float64(n))
+}
+
+// Connections returns the connected proxies, sorted by proxy name.
+func (s *Server) Connections() []*Connection {
+	s.mu.RLock()
+	out := make([]*Connection, 0, len(s.conns))
+	for _, c := range s.conns {
+		out = append(out, c)
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].proxy.Name != out[j].proxy.Name {
+			return out[i].proxy.Name < out[j].proxy.Name
+		}
+		return out[i].id < out[j].id
+	})
+	return out
+}

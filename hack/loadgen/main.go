@@ -1,0 +1,373 @@
+// Command loadgen is Sextant's fleet simulator. It generates a mesh, starts
+// `sextant serve` on it as a separate process, connects N simulated proxies
+// (SotW and delta, proxyless and sidecar, ACKing like Envoy), then changes
+// one endpoint and reports how long until every proxy received and ACKed
+// it, what was sent, how many resources were marshalled, and the server's
+// CPU time and RSS.
+//
+//	go run ./hack/loadgen -proxies 1000 -services 1000 -endpoints 10
+//
+// Everything runs on loopback; request loops are bounded by -changes and
+// -timeout.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sextant-mesh/sextant/discovery/translate"
+	"github.com/sextant-mesh/sextant/internal/adsclient"
+)
+
+type config struct {
+	proxies, services, endpoints, changes int
+	deltaFraction, sidecarFraction        float64
+	serverBin, workDir                    string
+	debounce                              time.Duration
+	timeout                               time.Duration
+	connectRate                           int
+	changeInterval                        time.Duration
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.proxies, "proxies", 1000, "simulated proxies")
+	flag.IntVar(&c.services, "services", 1000, "services in the generated mesh")
+	flag.IntVar(&c.endpoints, "endpoints", 10, "endpoints per service")
+	flag.IntVar(&c.changes, "changes", 5, "endpoint changes to measure")
+	flag.Float64Var(&c.deltaFraction, "delta", 0.5, "fraction of proxies using delta xDS")
+	flag.Float64Var(&c.sidecarFraction, "sidecar", 0, "fraction of proxies that are Envoy sidecars (the rest are proxyless gRPC)")
+	flag.StringVar(&c.serverBin, "server", "", "sextant binary (default: build ./cmd/sextant)")
+	flag.StringVar(&c.workDir, "dir", "", "work directory (default: a temp dir)")
+	flag.DurationVar(&c.debounce, "debounce", 100*time.Millisecond, "server --debounce-after")
+	flag.DurationVar(&c.timeout, "timeout", 60*time.Second, "give up waiting for convergence after this long")
+	flag.IntVar(&c.connectRate, "connect-rate", 0, "new streams per second (0 = all at once: a connect storm)")
+	flag.DurationVar(&c.changeInterval, "change-interval", 0, "with >0, changes are sent at this interval without waiting for convergence (churn)")
+	flag.Parse()
+	if err := run(c); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run(c config) error {
+	dir := c.workDir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "sextant-load-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	meshDir := filepath.Join(dir, "mesh")
+	if err := os.MkdirAll(meshDir, 0o755); err != nil {
+		return err
+	}
+	if err := writeMesh(meshDir, c.services, c.endpoints, 0); err != nil {
+		return err
+	}
+	bin := c.serverBin
+	if bin == "" {
+		bin = filepath.Join(dir, "sextant")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/sextant")
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build sextant: %w", err)
+		}
+	}
+	xdsAddr, monAddr := freeAddr(), freeAddr()
+	srv := exec.Command(bin, "serve", "--config-dir", meshDir, "--xds-addr", xdsAddr, "--monitoring-addr", monAddr,
+		"--debounce-after", c.debounce.String(), "--log-level", "warn")
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = srv.Process.Signal(os.Interrupt); _ = srv.Wait() }()
+	if err := waitReady("http://" + monAddr + "/ready"); err != nil {
+		return err
+	}
+	rssIdle := rss(srv.Process.Pid)
+	cpu0 := cpuSeconds(srv.Process.Pid)
+	fmt.Printf("mesh: %d services × %d endpoints; server RSS idle %.1f MiB\n", c.services, c.endpoints, rssIdle)
+
+	// Connect.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clients := make([]*adsclient.Client, c.proxies)
+	conns := make([]*grpc.ClientConn, c.proxies)
+	start := time.Now()
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	sem := make(chan struct{}, 256)
+	var tick <-chan time.Time
+	if c.connectRate > 0 {
+		t := time.NewTicker(time.Second / time.Duration(c.connectRate))
+		defer t.Stop()
+		tick = t.C
+	}
+	for i := range c.proxies {
+		if tick != nil {
+			<-tick
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			gen := "grpc"
+			if float64(i%100) < c.sidecarFraction*100 {
+				gen = ""
+			}
+			delta := float64((i/2)%100) < c.deltaFraction*100
+			ns := "ns" + strconv.Itoa(i%10)
+			cl, err := adsclient.Start(ctx, cc, adsclient.Node("10.200."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250), "proxy-"+strconv.Itoa(i), ns, gen, map[string]string{"app": "load"}),
+				adsclient.Options{Delta: delta, Follow: true, Light: true})
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			conns[i], clients[i] = cc, cl
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		return fmt.Errorf("%d streams failed to start", failed.Load())
+	}
+	// Initial config: every client got CDS and EDS.
+	initial := waitAll(clients, translate.EndpointType, 1, c.timeout)
+	connectTime := time.Since(start)
+	fmt.Printf("connected %d proxies (%.0f%% delta, %.0f%% sidecar): all had CDS+EDS after %v (p50 %v, p99 %v)\n",
+		c.proxies, c.deltaFraction*100, c.sidecarFraction*100, connectTime.Round(time.Millisecond), pct(initial, 50), pct(initial, 99))
+	time.Sleep(500 * time.Millisecond)
+	drain(clients)
+	rssConnected := rss(srv.Process.Pid)
+	fmt.Printf("server RSS with %d proxies: %.1f MiB (%.1f KiB per proxy over idle)\n", c.proxies, rssConnected,
+		(rssConnected-rssIdle)*1024/float64(c.proxies))
+
+	// Endpoint changes.
+	var all []time.Duration
+	for n := 1; n <= c.changes; n++ {
+		m0 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
+		t0 := time.Now()
+		if err := writeMesh(meshDir, c.services, c.endpoints, n); err != nil {
+			return err
+		}
+		lat := waitAllSince(clients, translate.EndpointType, t0, c.timeout)
+		m1 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
+		bytes := 0
+		all = append(all, lat...)
+		fmt.Printf("change %d: %d/%d proxies got the new endpoint; convergence p50 %v p99 %v max %v; marshals %v\n",
+			n, len(lat), c.proxies, pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0)
+		_ = bytes
+		if c.changeInterval > 0 {
+			time.Sleep(c.changeInterval)
+		} else {
+			time.Sleep(300 * time.Millisecond)
+		}
+	}
+	cpu1 := cpuSeconds(srv.Process.Pid)
+	fmt.Printf("overall: convergence p50 %v p99 %v max %v over %d samples; server CPU %.2fs; RSS %.1f MiB\n",
+		pct(all, 50), pct(all, 99), pct(all, 100), len(all), cpu1-cpu0, rss(srv.Process.Pid))
+	pl, _ := httpGet("http://" + monAddr + "/metrics")
+	for _, l := range strings.Split(pl, "\n") {
+		if strings.HasPrefix(l, "pilot_xds_pushes{") || strings.HasPrefix(l, "sextant_xds_cache_") || strings.HasPrefix(l, "pilot_xds ") {
+			fmt.Println("  ", l)
+		}
+	}
+	for _, cc := range conns {
+		if cc != nil {
+			cc.Close()
+		}
+	}
+	return nil
+}
+
+// writeMesh writes services svc-0..svc-(n-1) in 10 namespaces; generation
+// g moves the first endpoint of svc-0 so exactly one service changes.
+func writeMesh(dir string, services, endpoints, g int) error {
+	var b strings.Builder
+	for s := range services {
+		ns := "ns" + strconv.Itoa(s%10)
+		fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: svc-%d, namespace: %s}\nspec:\n  hosts: [svc-%d.%s.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 8080, name: grpc, protocol: GRPC}]\n  endpoints:\n", s, ns, s, ns)
+		for e := range endpoints {
+			last := e
+			if s == 0 && e == 0 {
+				last = 200 + g%50
+			}
+			fmt.Fprintf(&b, "  - {address: 10.%d.%d.%d, labels: {app: svc-%d}}\n", 1+s/250, s%250, last, s)
+		}
+	}
+	tmp := filepath.Join(dir, ".mesh.yaml.tmp")
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "mesh.yaml"))
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func waitReady(url string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("server not ready at %s", url)
+}
+
+// waitAll waits until every client saw n responses of a type, returning the
+// time each one took.
+func waitAll(clients []*adsclient.Client, typeURL string, n int, timeout time.Duration) []time.Duration {
+	return waitAllSince(clients, typeURL, time.Now(), timeout)
+}
+
+// waitAllSince returns, for each client, how long after t0 its first
+// response of typeURL arrived.
+func waitAllSince(clients []*adsclient.Client, typeURL string, t0 time.Time, timeout time.Duration) []time.Duration {
+	var mu sync.Mutex
+	var out []time.Duration
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deadline := time.After(timeout)
+			for {
+				select {
+				case e := <-c.Events():
+					if e.TypeURL == typeURL && e.At.After(t0) {
+						mu.Lock()
+						out = append(out, e.At.Sub(t0))
+						mu.Unlock()
+						return
+					}
+				case <-deadline:
+					return
+				case <-c.Done():
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+func drain(clients []*adsclient.Client) {
+	for _, c := range clients {
+		for {
+			select {
+			case <-c.Events():
+				continue
+			default:
+			}
+			break
+		}
+	}
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	i := (len(d)*p+99)/100 - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(d) {
+		i = len(d) - 1
+	}
+	return d[i].Round(time.Millisecond)
+}
+
+func rss(pid int) float64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if strings.HasPrefix(s.Text(), "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(s.Text())[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100
+}
+
+func httpGet(url string) (string, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		b.WriteString(s.Text())
+		b.WriteByte('\n')
+	}
+	return b.String(), nil
+}
+
+func scrape(url, metric string) float64 {
+	body, err := httpGet(url)
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(body, "\n") {
+		if strings.HasPrefix(l, metric+" ") {
+			v, _ := strconv.ParseFloat(strings.TrimPrefix(l, metric+" "), 64)
+			return v
+		}
+	}
+	return -1
+}

@@ -1,0 +1,39 @@
+package model
+
+import "time"
+
+// MeshConfig holds the mesh-wide settings that change generated config. It
+// mirrors the subset of Istio's MeshConfig Sextant honours, plus Sextant's
+// traffic-state share.
+type MeshConfig struct {
+	TrustDomain string
+	// RootNamespace holds mesh-wide Sidecar and PeerAuthentication.
+	RootNamespace string
+	// OutboundRegistryOnly is outboundTrafficPolicy REGISTRY_ONLY; the
+	// default ALLOW_ANY sends unknown traffic to PassthroughCluster.
+	OutboundRegistryOnly bool
+	ConnectTimeout       time.Duration
+	// KeepaliveShare is the fraction of a service's traffic that its
+	// keepalive endpoints get together (default 0.01).
+	KeepaliveShare float64
+}
+
+// DefaultMeshConfig returns Istio's defaults.
+func DefaultMeshConfig() MeshConfig {
+	return MeshConfig{
+		TrustDomain:    "cluster.local",
+		RootNamespace:  DefaultRootNamespace,
+		ConnectTimeout: 10 * time.Second,
+		KeepaliveShare: 0.01,
+	}
+}
+
+// Hash returns a content hash of the mesh config.
+func (m MeshConfig) Hash() uint64 {
+	h := &Hasher{}
+	h.Str(m.TrustDomain).Str(m.RootNamespace).U64(uint64(m.ConnectTimeout)).F64(m.KeepaliveShare)
+	if m.OutboundRegistryOnly {
+		h.U64(1)
+	}
+	return h.Sum()
+}

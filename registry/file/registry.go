@@ -1,0 +1,447 @@
+package file
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/sextant-mesh/sextant/model"
+	"github.com/sextant-mesh/sextant/registry/config"
+)
+
+// RegistryName names this registry in sources and errors.
+const RegistryName = "file"
+
+const (
+	// debounce is how long the registry waits for file system events to
+	// settle before re-reading; the server debounces pushes on its own.
+	debounce = 50 * time.Millisecond
+	// maxDelay bounds the wait when events keep coming.
+	maxDelay = 500 * time.Millisecond
+)
+
+// Registry serves the config files of a directory tree.
+type Registry struct {
+	dir     string
+	shard   *model.Shard
+	log     *slog.Logger
+	running atomic.Bool
+
+	// The fields below are owned by the goroutine running Run.
+
+	files map[string]*fileState // by path
+	// dirty is set when files changed since the last apply.
+	dirty bool
+	// reported is what was last passed to SetErrors, by path.
+	reported map[string][]model.ConfigError
+}
+
+// fileState is what the registry knows about one file.
+type fileState struct {
+	hash    uint64              // of the content last read
+	readErr bool                // the last read failed; hash is stale
+	errs    []model.ConfigError // errors of the content last read
+	good    *config.Result      // the last valid version, nil if none
+}
+
+// New returns a registry for the files under dir that writes to shard. A
+// nil logger means slog.Default().
+func New(dir string, shard *model.Shard, logger *slog.Logger) *Registry {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Registry{
+		dir:      filepath.Clean(dir),
+		shard:    shard,
+		log:      logger.With("registry", RegistryName, "dir", filepath.Clean(dir)),
+		files:    map[string]*fileState{},
+		reported: map[string][]model.ConfigError{},
+	}
+}
+
+// Run loads the directory, marks the shard synced and then follows changes
+// until ctx is cancelled, when it returns nil. It returns an error if the
+// directory cannot be watched. Run may be called only once.
+func (r *Registry) Run(ctx context.Context) error {
+	if !r.running.CompareAndSwap(false, true) {
+		return errors.New("file registry: Run called more than once")
+	}
+	info, err := os.Stat(r.dir)
+	if err != nil {
+		return fmt.Errorf("file registry: %w", err)
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("file registry: %s is not a directory", r.dir)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("file registry: create watcher: %w", err)
+	}
+	defer w.Close()
+	if err := w.Add(r.dir); err != nil {
+		return fmt.Errorf("file registry: watch %s: %w", r.dir, err)
+	}
+	r.watchTree(w, r.dir)
+	r.rescan(r.dir)
+	r.apply()
+	r.shard.MarkSynced()
+	r.log.Info("initial load done", "files", len(r.files))
+
+	pending := map[string]struct{}{}
+	timer := time.NewTimer(debounce)
+	timer.Stop()
+	defer timer.Stop()
+	var first time.Time // of the oldest pending event
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("file registry: watcher closed")
+			}
+			if !r.handle(w, ev, pending) {
+				continue
+			}
+			now := time.Now()
+			if first.IsZero() {
+				first = now
+			}
+			wait := debounce
+			if left := maxDelay - now.Sub(first); left < wait {
+				wait = max(left, 0)
+			}
+			timer.Reset(wait)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("file registry: watcher closed")
+			}
+			// Overflow means lost events: re-read everything.
+			r.log.Warn("file watch error", "err", err)
+			if errors.Is(err, fsnotify.ErrEventOverflow) {
+				pending[r.dir] = struct{}{}
+				timer.Reset(debounce)
+			}
+		case <-timer.C:
+			for p := range pending {
+				r.rescan(p)
+			}
+			clear(pending)
+			first = time.Time{}
+			if r.dirty {
+				r.apply()
+			}
+		}
+	}
+}
+
+// handle records what an event requires re-reading and reports whether
+// anything was recorded.
+func (r *Registry) handle(w *fsnotify.Watcher, ev fsnotify.Event, pending map[string]struct{}) bool {
+	if ev.Op == fsnotify.Chmod {
+		return false
+	}
+	if r.hidden(ev.Name) {
+		// Something like a ConfigMap mount swapping its "..data" link:
+		// re-read the visible files next to it.
+		dir := filepath.Dir(ev.Name)
+		if dir == r.dir || !r.hidden(dir) {
+			pending[dir] = struct{}{}
+			return true
+		}
+		return false
+	}
+	if ev.Has(fsnotify.Create) {
+		if info, err := os.Stat(ev.Name); err == nil && info.IsDir() {
+			r.watchTree(w, ev.Name)
+		}
+	}
+	pending[ev.Name] = struct{}{}
+	return true
+}
+
+// hidden reports whether path or any directory between it and the root
+// starts with a dot.
+func (r *Registry) hidden(path string) bool {
+	rel, err := filepath.Rel(r.dir, path)
+	if err != nil || rel == "." {
+		return false
+	}
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		if strings.HasPrefix(part, ".") {
+			return true
+		}
+	}
+	return false
+}
+
+// isConfigFile reports whether the registry reads path.
+func (r *Registry) isConfigFile(path string) bool {
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".yaml", ".yml", ".json":
+		return !r.hidden(path)
+	}
+	return false
+}
+
+// watchTree watches dir and every visible directory under it.
+func (r *Registry) watchTree(w *fsnotify.Watcher, dir string) {
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			r.log.Warn("cannot read directory", "path", path, "err", err)
+			return nil
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		if path != r.dir && r.hidden(path) {
+			return filepath.SkipDir
+		}
+		if err := w.Add(path); err != nil {
+			r.log.Warn("cannot watch directory", "path", path, "err", err)
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("cannot walk directory", "path", dir, "err", err)
+	}
+}
+
+// rescan re-reads path: a file, or every config file under a directory.
+// Files that no longer exist are forgotten.
+func (r *Registry) rescan(path string) {
+	info, err := os.Stat(path)
+	switch {
+	case err != nil:
+		if path == r.dir {
+			r.log.Warn("config directory is gone", "err", err)
+		}
+		r.forgetUnder(path, nil)
+	case info.IsDir():
+		seen := map[string]bool{}
+		_ = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return nil // vanished meanwhile, or unreadable: logged by watchTree
+			}
+			if d.IsDir() {
+				if p != r.dir && r.hidden(p) {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !r.isConfigFile(p) {
+				return nil
+			}
+			if d.Type()&fs.ModeSymlink != 0 {
+				if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+					return nil
+				}
+			}
+			seen[p] = true
+			r.load(p)
+			return nil
+		})
+		r.forgetUnder(path, seen)
+	case r.isConfigFile(path) && info.Mode().IsRegular():
+		r.load(path)
+	default:
+		r.forgetUnder(path, nil)
+	}
+}
+
+// forgetUnder drops the files at or under path that are not in keep.
+func (r *Registry) forgetUnder(path string, keep map[string]bool) {
+	prefix := path + string(filepath.Separator)
+	for p := range r.files {
+		if (p == path || strings.HasPrefix(p, prefix)) && !keep[p] {
+			r.log.Info("config file removed", "file", p)
+			delete(r.files, p)
+			r.dirty = true
+		}
+	}
+}
+
+// load reads and parses one file if its content changed.
+func (r *Registry) load(path string) {
+	st := r.files[path]
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			r.forgetUnder(path, nil)
+			return
+		}
+		if st == nil {
+			st = &fileState{}
+			r.files[path] = st
+		}
+		r.dirty = true
+		st.readErr = true
+		st.errs = []model.ConfigError{{
+			Registry: RegistryName, Location: path, Message: fmt.Sprintf("cannot read file: %v", err),
+		}}
+		r.log.Error("cannot read config file", "file", path, "err", err)
+		return
+	}
+	h := model.HashBytes(data)
+	if st != nil && !st.readErr && st.hash == h {
+		return // unchanged
+	}
+	if st == nil {
+		st = &fileState{}
+		r.files[path] = st
+	}
+	r.dirty = true
+	res := config.Parse(path, data)
+	for i := range res.Errors {
+		res.Errors[i].Registry = RegistryName
+	}
+	st.hash = h
+	st.readErr = false
+	st.errs = res.Errors
+	if res.Valid() {
+		st.good = res
+		r.log.Info("config file loaded", "file", path, "objects", len(res.Objects))
+		r.logErrors(path, res.Errors)
+		return
+	}
+	if st.good != nil {
+		r.log.Error("config file rejected, keeping its previous version", "file", path)
+	} else {
+		r.log.Error("config file rejected", "file", path)
+	}
+	r.logErrors(path, res.Errors)
+}
+
+// logErrors logs the errors of one file, one line each.
+func (r *Registry) logErrors(file string, errs []model.ConfigError) {
+	for _, e := range errs {
+		level, msg := slog.LevelError, "invalid config"
+		if e.Warning {
+			level, msg = slog.LevelWarn, "config warning"
+		}
+		r.log.Log(context.Background(), level, msg, "file", file, "location", e.Location,
+			"object", e.Object, "field", e.Field, "error", e.Message)
+	}
+}
+
+// fileErrors is what the snapshot reports for one file: the errors of its
+// content, a note when an older version is served instead, and the set-level
+// errors of the objects being served.
+func fileErrors(path string, st *fileState, out *config.Output) []model.ConfigError {
+	var errs []model.ConfigError
+	if hasError(st.errs) {
+		msg := "file rejected; none of its objects are served"
+		if st.good != nil {
+			msg = "file rejected; its previous valid version is still served"
+		}
+		errs = append(errs, model.ConfigError{Registry: RegistryName, Location: path, Message: msg})
+	}
+	errs = append(errs, st.errs...)
+	return append(errs, out.ErrorsFor(path)...)
+}
+
+func hasError(errs []model.ConfigError) bool {
+	for _, e := range errs {
+		if !e.Warning {
+			return true
+		}
+	}
+	return false
+}
+
+// apply rebuilds the registry's contribution from the last good version of
+// every file and writes the difference to the shard in one transaction.
+func (r *Registry) apply() {
+	r.dirty = false
+	paths := make([]string, 0, len(r.files))
+	for p := range r.files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	var good []*config.Result
+	for _, p := range paths {
+		if g := r.files[p].good; g != nil {
+			good = append(good, g)
+		}
+	}
+	out := config.Build(RegistryName, good)
+
+	errs := map[string][]model.ConfigError{}
+	for _, p := range paths {
+		if e := fileErrors(p, r.files[p], out); len(e) > 0 {
+			errs[p] = e
+		}
+	}
+	for p, e := range errs {
+		if old := r.reported[p]; !slices.Equal(old, e) {
+			// Parse errors were logged when the file was read; log the
+			// set-level ones, which can change without the file changing.
+			r.logErrors(p, newErrors(out.ErrorsFor(p), old))
+		}
+	}
+
+	r.shard.Update(func(tx *model.Txn) {
+		services := map[model.ServiceKey]bool{}
+		for _, svc := range out.Services {
+			services[model.ServiceKey{Namespace: svc.Namespace, Hostname: svc.Hostname}] = true
+			tx.SetService(svc)
+		}
+		for _, k := range tx.Services() {
+			if !services[k] {
+				tx.DeleteService(k)
+			}
+		}
+		for k, eps := range out.Endpoints {
+			tx.SetEndpoints(k, eps)
+		}
+		for _, k := range tx.EndpointKeys() {
+			if _, ok := out.Endpoints[k]; !ok {
+				tx.SetEndpoints(k, nil)
+			}
+		}
+		configs := map[model.ConfigKey]bool{}
+		for _, c := range out.Configs {
+			configs[c.Key] = true
+			tx.SetConfig(c)
+		}
+		for _, k := range tx.Configs() {
+			if !configs[k] {
+				tx.DeleteConfig(k)
+			}
+		}
+		// SetErrors always records an event, so call it only on change.
+		for p, e := range errs {
+			if !slices.Equal(r.reported[p], e) {
+				tx.SetErrors(p, e)
+			}
+		}
+		for p := range r.reported {
+			if _, ok := errs[p]; !ok {
+				tx.SetErrors(p, nil)
+			}
+		}
+	})
+	r.reported = errs
+}
+
+// newErrors returns the errors of errs that are not in old.
+func newErrors(errs, old []model.ConfigError) []model.ConfigError {
+	var out []model.ConfigError
+	for _, e := range errs {
+		if !slices.Contains(old, e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
