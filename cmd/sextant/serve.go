@@ -113,7 +113,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		if !st.IsDir() {
 			return fmt.Errorf("--config-dir %s is not a directory", o.configDir)
 		}
-		reg := file.New(o.configDir, agg.NewShard("file"), log.With("registry", "file"))
+		reg := file.New(o.configDir, agg.NewShard("file"), log)
 		runners = append(runners, reg.Run)
 	}
 	if len(runners) == 0 {
