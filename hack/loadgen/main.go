@@ -16,6 +16,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -44,6 +45,7 @@ type config struct {
 	timeout                               time.Duration
 	connectRate                           int
 	changeInterval                        time.Duration
+	heapProfile                           string
 }
 
 func main() {
@@ -60,6 +62,7 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", 60*time.Second, "give up waiting for convergence after this long")
 	flag.IntVar(&c.connectRate, "connect-rate", 0, "new streams per second (0 = all at once: a connect storm)")
 	flag.DurationVar(&c.changeInterval, "change-interval", 0, "with >0, changes are sent at this interval without waiting for convergence (churn)")
+	flag.StringVar(&c.heapProfile, "heap-profile", "", "write the server's heap profile (after connecting) to this file")
 	flag.Parse()
 	if err := run(c); err != nil {
 		log.Fatal(err)
@@ -156,13 +159,18 @@ func run(c config) error {
 		return fmt.Errorf("%d streams failed to start", failed.Load())
 	}
 	// Initial config: every client got CDS and EDS.
-	initial := waitAll(clients, translate.EndpointType, 1, c.timeout)
+	initial := waitAllSince(clients, translate.EndpointType, start, c.timeout)
 	connectTime := time.Since(start)
 	fmt.Printf("connected %d proxies (%.0f%% delta, %.0f%% sidecar): all had CDS+EDS after %v (p50 %v, p99 %v)\n",
 		c.proxies, c.deltaFraction*100, c.sidecarFraction*100, connectTime.Round(time.Millisecond), pct(initial, 50), pct(initial, 99))
 	time.Sleep(500 * time.Millisecond)
 	drain(clients)
 	rssConnected := rss(srv.Process.Pid)
+	if c.heapProfile != "" {
+		if err := download("http://"+monAddr+"/debug/pprof/heap?gc=1", c.heapProfile); err != nil {
+			return err
+		}
+	}
 	fmt.Printf("server RSS with %d proxies: %.1f MiB (%.1f KiB per proxy over idle)\n", c.proxies, rssConnected,
 		(rssConnected-rssIdle)*1024/float64(c.proxies))
 
@@ -176,11 +184,9 @@ func run(c config) error {
 		}
 		lat := waitAllSince(clients, translate.EndpointType, t0, c.timeout)
 		m1 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
-		bytes := 0
 		all = append(all, lat...)
 		fmt.Printf("change %d: %d/%d proxies got the new endpoint; convergence p50 %v p99 %v max %v; marshals %v\n",
 			n, len(lat), c.proxies, pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0)
-		_ = bytes
 		if c.changeInterval > 0 {
 			time.Sleep(c.changeInterval)
 		} else {
@@ -247,12 +253,6 @@ func waitReady(url string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("server not ready at %s", url)
-}
-
-// waitAll waits until every client saw n responses of a type, returning the
-// time each one took.
-func waitAll(clients []*adsclient.Client, typeURL string, n int, timeout time.Duration) []time.Duration {
-	return waitAllSince(clients, typeURL, time.Now(), timeout)
 }
 
 // waitAllSince returns, for each client, how long after t0 its first
@@ -356,6 +356,21 @@ func httpGet(url string) (string, error) {
 		b.WriteByte('\n')
 	}
 	return b.String(), nil
+}
+
+func download(url, path string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(f, resp.Body)
+	return err
 }
 
 func scrape(url, metric string) float64 {
