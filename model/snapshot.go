@@ -2,6 +2,7 @@ package model
 
 import (
 	"strings"
+	"sync"
 
 	networking "istio.io/api/networking/v1alpha3"
 )
@@ -37,6 +38,34 @@ type Snapshot struct {
 	sidecars   map[string][]*Config
 
 	labelsMatter bool
+
+	byIPOnce sync.Once
+	byIP     map[string][]Instance
+}
+
+// Instance is one endpoint of one service: what a workload serves.
+type Instance struct {
+	Service  *Service
+	Endpoint *Endpoint
+}
+
+// InstancesByIP returns the service instances whose endpoint address is ip,
+// ordered by service hostname. Sidecars use it to find their own workload's
+// inbound ports.
+func (s *Snapshot) InstancesByIP(ip string) []Instance {
+	s.byIPOnce.Do(func() {
+		s.byIP = map[string][]Instance{}
+		for _, svc := range s.services {
+			es := s.endpoints[svc.Hostname]
+			if es == nil {
+				continue
+			}
+			for _, ep := range es.Endpoints {
+				s.byIP[ep.Address] = append(s.byIP[ep.Address], Instance{Service: svc, Endpoint: ep})
+			}
+		}
+	})
+	return s.byIP[ip]
 }
 
 type hostConfig struct {

@@ -180,5 +180,10 @@ func ScopeFor(p *Proxy, snap *model.Snapshot, labelsMatter bool) Scope {
 	if labelsMatter {
 		s.Labels = p.LabelsKey()
 	}
+	if p.Generator == GenEnvoy {
+		// Inbound listeners and clusters depend on the workload's own
+		// addresses (and ingress scoping on its labels).
+		s.Workload = strings.Join(p.IPs, ",") + "|" + p.LabelsKey()
+	}
 	return s
 }

@@ -145,7 +145,11 @@ func (c *Context) buildScope(sc proxy.Scope, p *proxy.Proxy, r *scopeResult) {
 		r.sets[ListenerType] = newTypeSet(ls)
 		r.sets[RouteType] = newTypeSet(rs)
 	case proxy.GenEnvoy:
-		r.sets[ClusterType] = newTypeSet(c.clusters(p, r.services))
+		cls := c.clusters(p, r.services)
+		if !p.InterceptionNone {
+			cls = append(cls, c.inboundClusters(c.workloadPorts(p))...)
+		}
+		r.sets[ClusterType] = newTypeSet(cls)
 		ls, rs := c.sidecarListenersAndRoutes(p, r.services)
 		r.sets[ListenerType] = newTypeSet(ls)
 		r.sets[RouteType] = newTypeSet(rs)

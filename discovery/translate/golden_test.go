@@ -24,15 +24,21 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // goldenProxies are the proxies every golden case is translated for.
 var goldenProxies = []struct {
-	pod, ns, generator string
-	labels             map[string]string
+	ip, pod, ns, generator string
+	labels                 map[string]string
 }{
-	{"grpc-client", "default", "grpc", map[string]string{"app": "client"}},
-	{"sidecar", "default", "", map[string]string{"app": "productpage", "end-user-tier": "gold"}},
-	{"other-ns", "team-b", "grpc", map[string]string{"app": "other"}},
+	{"10.0.0.1", "grpc-client", "default", "grpc", map[string]string{"app": "client"}},
+	{"10.0.0.1", "sidecar", "default", "", map[string]string{"app": "productpage", "end-user-tier": "gold"}},
+	{"10.0.0.1", "other-ns", "team-b", "grpc", map[string]string{"app": "other"}},
+	// A sidecar of a workload that serves services: it gets inbound config.
+	{"10.1.0.1", "workload", "default", "", map[string]string{"app": "reviews", "version": "v1"}},
 }
 
 func testProxy(t testing.TB, pod, ns, generator string, labels map[string]string) *proxy.Proxy {
+	return testProxyIP(t, "10.0.0.1", pod, ns, generator, labels)
+}
+
+func testProxyIP(t testing.TB, ip, pod, ns, generator string, labels map[string]string) *proxy.Proxy {
 	t.Helper()
 	lf := map[string]any{}
 	for k, v := range labels {
@@ -45,7 +51,7 @@ func testProxy(t testing.TB, pod, ns, generator string, labels map[string]string
 	if generator == "" {
 		delete(md.Fields, "GENERATOR")
 	}
-	p, err := proxy.Parse(&corev3.Node{Id: "sidecar~10.0.0.1~" + pod + "." + ns + "~" + ns + ".svc.cluster.local", Metadata: md})
+	p, err := proxy.Parse(&corev3.Node{Id: "sidecar~" + ip + "~" + pod + "." + ns + "~" + ns + ".svc.cluster.local", Metadata: md})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +79,7 @@ func translateAll(t testing.TB, snap *model.Snapshot) map[string]any {
 	ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
 	out := map[string]any{}
 	for _, gp := range goldenProxies {
-		p := testProxy(t, gp.pod, gp.ns, gp.generator, gp.labels)
+		p := testProxyIP(t, gp.ip, gp.pod, gp.ns, gp.generator, gp.labels)
 		per := map[string]any{}
 		var eds []any
 		for _, typ := range []string{ClusterType, ListenerType, RouteType} {

@@ -8,6 +8,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -134,13 +135,10 @@ func defaultRetryPolicy() *routev3.RetryPolicy {
 		HostSelectionRetryMaxAttempts: 5,
 		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
 			Name: "envoy.retry_host_predicates.previous_hosts",
-			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAny(
-				&anypb.Any{TypeUrl: "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"})},
+			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAnyOf(&previoushosts.PreviousHostsPredicate{})},
 		}},
 	}
 }
-
-func mustAny(a *anypb.Any) *anypb.Any { return a }
 
 func (c *Context) buildRoute(p *proxy.Proxy, svc *model.Service, port model.Port, vs *model.Config, r *networking.HTTPRoute, m *networking.HTTPMatchRequest, grpc bool) *routev3.Route {
 	rt := &routev3.Route{Name: r.GetName(), Match: routeMatch(m, grpc)}

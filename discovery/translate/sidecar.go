@@ -1,11 +1,568 @@
 package translate
 
 import (
+	"sort"
+	"strconv"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	httpinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	originaldst "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	networking "istio.io/api/networking/v1alpha3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
 	"github.com/sextant-mesh/sextant/discovery/proxy"
 	"github.com/sextant-mesh/sextant/model"
 )
 
-// sidecarListenersAndRoutes builds LDS and RDS for Envoy sidecars.
+// Istio's names for the capture listeners and their filter chains.
+const (
+	VirtualOutbound           = "virtualOutbound"
+	VirtualInbound            = "virtualInbound"
+	InboundPassthroughCluster = "InboundPassthroughCluster"
+	outboundPort              = 15001
+	inboundPort               = 15006
+)
+
+// InboundClusterName is Istio's inbound cluster name.
+func InboundClusterName(port uint32) string {
+	return "inbound|" + strconv.FormatUint(uint64(port), 10) + "||"
+}
+
+func mustAnyOf(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err) // only for unregistered types: a programming error
+	}
+	return a
+}
+
+func socketAddress(addr string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// inboundPort is one port the proxy's own workload serves.
+type inboundPortInfo struct {
+	port     uint32 // the port traffic arrives on (endpoint/target port)
+	protocol model.Protocol
+	name     string
+}
+
+// workloadPorts finds the inbound ports of the proxy's workload: the
+// service instances at its addresses, or the Sidecar's ingress listeners.
+func (c *Context) workloadPorts(p *proxy.Proxy) []inboundPortInfo {
+	seen := map[uint32]bool{}
+	var out []inboundPortInfo
+	if sc := c.Snap.Sidecar(p.Namespace, p.Labels); sc != nil {
+		for _, in := range sc.Spec.(*networking.Sidecar).GetIngress() {
+			n := in.GetPort().GetNumber()
+			if n == 0 || seen[n] {
+				continue
+			}
+			seen[n] = true
+			out = append(out, inboundPortInfo{port: n, protocol: model.ParseProtocol(in.GetPort().GetProtocol()), name: in.GetPort().GetName()})
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+	for _, ip := range p.IPs {
+		for _, inst := range c.Snap.InstancesByIP(ip) {
+			for _, sp := range inst.Service.Ports {
+				n := inst.Endpoint.PortFor(sp)
+				if seen[n] {
+					continue
+				}
+				seen[n] = true
+				out = append(out, inboundPortInfo{port: n, protocol: sp.Protocol, name: sp.Name})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].port < out[j].port })
+	return out
+}
+
+// inboundClusters builds inbound|port|| for the workload's ports. Like
+// Istio, they forward to the original destination bound from 127.0.0.6, so
+// applications listening on the pod IP or localhost both work.
+func (c *Context) inboundClusters(ports []inboundPortInfo) []*Resource {
+	var out []*Resource
+	for _, ip := range ports {
+		name := InboundClusterName(ip.port)
+		res, err := c.cache.get(c.gen, ClusterType, name, c.meshHash, func() proto.Message {
+			return inboundCluster(name, c.Mesh)
+		})
+		c.addErr(err)
+		if res != nil {
+			out = append(out, res)
+		}
+	}
+	res, err := c.cache.get(c.gen, ClusterType, InboundPassthroughCluster, c.meshHash, func() proto.Message {
+		return inboundCluster(InboundPassthroughCluster, c.Mesh)
+	})
+	c.addErr(err)
+	if res != nil {
+		out = append(out, res)
+	}
+	return out
+}
+
+func inboundCluster(name string, mesh model.MeshConfig) *clusterv3.Cluster {
+	return &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST},
+		LbPolicy:             clusterv3.Cluster_CLUSTER_PROVIDED,
+		ConnectTimeout:       durationpb.New(mesh.ConnectTimeout),
+		UpstreamBindConfig:   &corev3.BindConfig{SourceAddress: &corev3.SocketAddress{Address: "127.0.0.6", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0}}},
+		CircuitBreakers:      &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{unlimited()}},
+	}
+}
+
+func unlimited() *clusterv3.CircuitBreakers_Thresholds {
+	const max = ^uint32(0)
+	return &clusterv3.CircuitBreakers_Thresholds{
+		MaxConnections: wrapperspb.UInt32(max), MaxPendingRequests: wrapperspb.UInt32(max),
+		MaxRequests: wrapperspb.UInt32(max), MaxRetries: wrapperspb.UInt32(max), TrackRemaining: true,
+	}
+}
+
+// httpFilters is the sidecar HTTP filter chain: CORS and fault (configured
+// per route), then the router.
+func httpFilters() []*hcmv3.HttpFilter {
+	return []*hcmv3.HttpFilter{
+		{Name: CorsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAnyOf(&corsv3.Cors{})}},
+		{Name: FaultFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAnyOf(&faultv3.HTTPFault{})}},
+		{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAnyOf(&routerv3.Router{})}},
+	}
+}
+
+func tcpProxyFilter(statPrefix string, route *tcpproxy.TcpProxy) *listenerv3.Filter {
+	route.StatPrefix = statPrefix
+	return &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAnyOf(route)}}
+}
+
+func tcpToCluster(cluster string) *tcpproxy.TcpProxy {
+	return &tcpproxy.TcpProxy{ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: cluster}}
+}
+
+func hcmFilter(h *hcmv3.HttpConnectionManager) *listenerv3.Filter {
+	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAnyOf(h)}}
+}
+
+func listenerFilter(name string, m proto.Message) *listenerv3.ListenerFilter {
+	return &listenerv3.ListenerFilter{Name: name, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAnyOf(m)}}
+}
+
+// sidecarListenersAndRoutes builds LDS and RDS for an Envoy sidecar with
+// Istio's names: virtualOutbound/virtualInbound capture listeners, one
+// 0.0.0.0_<port> listener per HTTP port (RDS "<port>"), and <vip>_<port>
+// listeners for TCP services.
 func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Service) (ls, rs []*Resource) {
-	return nil, nil
+	add := func(list *[]*Resource, typeURL, name string, inputs uint64, build func() proto.Message) {
+		res, err := c.cache.get(c.gen, typeURL, name, inputs, build)
+		c.addErr(err)
+		if res != nil {
+			*list = append(*list, res)
+		}
+	}
+	// Group visible service ports: HTTP ports share a listener and a route
+	// config per port number; TCP ports get a listener per VIP.
+	httpPorts := map[uint32][]*model.Service{}
+	type tcpKey struct {
+		bind string
+		port uint32
+	}
+	tcpListeners := map[tcpKey][]*model.Service{}
+	for _, svc := range services {
+		if svc.Resolution == model.Passthrough && len(svc.Addresses) == 0 {
+			continue
+		}
+		for _, port := range svc.Ports {
+			if port.Protocol.IsHTTP() {
+				httpPorts[port.Number] = append(httpPorts[port.Number], svc)
+				continue
+			}
+			bind := "0.0.0.0"
+			if len(svc.Addresses) > 0 && !strings.Contains(svc.Addresses[0], "/") {
+				bind = svc.Addresses[0]
+			}
+			k := tcpKey{bind, port.Number}
+			tcpListeners[k] = append(tcpListeners[k], svc)
+		}
+	}
+	ph := p.Namespace + "|" + p.LabelsKey()
+	// HTTP listeners and route configs.
+	for port, svcs := range httpPorts {
+		if _, clash := tcpListeners[tcpKey{"0.0.0.0", port}]; clash {
+			c.addErr(&RouteError{VirtualService: "-", Msg: "port " + strconv.Itoa(int(port)) + " is HTTP for some services and TCP without a VIP for others; TCP services on it are not routable"})
+			delete(tcpListeners, tcpKey{"0.0.0.0", port})
+		}
+		name := "0.0.0.0_" + strconv.Itoa(int(port))
+		rname := strconv.Itoa(int(port))
+		port := port
+		add(&ls, ListenerType, name, c.meshHash, func() proto.Message { return httpOutboundListener(name, rname, port) })
+		h := &model.Hasher{}
+		h.Str(ph).U64(c.meshHash)
+		for _, svc := range svcs {
+			h.U64(c.routeInputs(p, svc, c.virtualService(p, svc.Hostname)))
+		}
+		svcs := svcs
+		add(&rs, RouteType, rname, h.Sum(), func() proto.Message { return c.outboundRouteConfig(p, rname, port, svcs) })
+	}
+	for k, svcs := range tcpListeners {
+		name := k.bind + "_" + strconv.Itoa(int(k.port))
+		h := &model.Hasher{}
+		h.Str(ph).U64(c.meshHash)
+		for _, svc := range svcs {
+			h.U64(c.routeInputs(p, svc, c.virtualService(p, svc.Hostname)))
+		}
+		k, svcs := k, svcs
+		add(&ls, ListenerType, name, h.Sum(), func() proto.Message { return c.tcpOutboundListener(p, name, k.bind, k.port, svcs) })
+	}
+	if p.InterceptionNone {
+		return ls, rs
+	}
+	add(&ls, ListenerType, VirtualOutbound, c.meshHash, func() proto.Message { return virtualOutboundListener(c.Mesh) })
+	ports := c.workloadPorts(p)
+	ih := &model.Hasher{}
+	for _, ip := range ports {
+		ih.U64(uint64(ip.port)).Str(string(ip.protocol))
+	}
+	add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message { return virtualInboundListener(ports) })
+	return ls, rs
+}
+
+func httpOutboundListener(name, routeName string, port uint32) *listenerv3.Listener {
+	return &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress("0.0.0.0", port),
+		BindToPort:       wrapperspb.Bool(false),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{hcmFilter(&hcmv3.HttpConnectionManager{
+				StatPrefix: "outbound_0.0.0.0_" + routeName,
+				RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+					ConfigSource: adsSource(), RouteConfigName: routeName,
+				}},
+				HttpFilters:      httpFilters(),
+				UseRemoteAddress: wrapperspb.Bool(false),
+			})},
+		}},
+	}
+}
+
+// tcpOutboundListener routes TCP (and TLS by SNI) traffic for the services
+// behind one VIP:port, applying VirtualService tcp and tls routes.
+func (c *Context) tcpOutboundListener(p *proxy.Proxy, name, bind string, port uint32, svcs []*model.Service) *listenerv3.Listener {
+	l := &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress(bind, port),
+		BindToPort:       wrapperspb.Bool(false),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+	}
+	var tlsChains []*listenerv3.FilterChain
+	var plain *listenerv3.FilterChain
+	for _, svc := range svcs {
+		sp, _ := svc.Port(port)
+		vs := c.virtualService(p, svc.Hostname)
+		if sp.Protocol == model.ProtocolTLS || sp.Protocol == model.ProtocolHTTPS {
+			chains := c.tlsChains(p, svc, sp, vs)
+			tlsChains = append(tlsChains, chains...)
+			continue
+		}
+		if plain != nil {
+			continue // first service (oldest/sorted) wins the plain TCP chain
+		}
+		plain = &listenerv3.FilterChain{Filters: []*listenerv3.Filter{tcpProxyFilter("outbound|"+strconv.Itoa(int(port))+"||"+svc.Hostname, c.tcpRoute(p, svc, sp, vs))}}
+	}
+	if len(tlsChains) > 0 {
+		l.ListenerFilters = []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.tls_inspector", &tlsinspector.TlsInspector{})}
+		l.FilterChains = tlsChains
+	}
+	if plain != nil {
+		l.FilterChains = append(l.FilterChains, plain)
+	}
+	return l
+}
+
+// tcpRoute applies the first matching VirtualService tcp route.
+func (c *Context) tcpRoute(p *proxy.Proxy, svc *model.Service, port model.Port, vs *model.Config) *tcpproxy.TcpProxy {
+	def := tcpToCluster(ClusterName(port.Number, "", svc.Hostname))
+	if vs == nil {
+		return def
+	}
+	spec := vs.Spec.(*networking.VirtualService)
+	for _, r := range spec.GetTcp() {
+		if !l4Matches(r.GetMatch(), port.Number, p) {
+			continue
+		}
+		return c.weightedTCP(r.GetRoute(), vs.Key.Namespace, port)
+	}
+	return def
+}
+
+func l4Matches(ms []*networking.L4MatchAttributes, port uint32, p *proxy.Proxy) bool {
+	if len(ms) == 0 {
+		return true
+	}
+	for _, m := range ms {
+		if m.GetPort() != 0 && m.GetPort() != port {
+			continue
+		}
+		if len(m.GetSourceLabels()) > 0 && !model.LabelsMatch(m.GetSourceLabels(), p.Labels) {
+			continue
+		}
+		if ns := m.GetSourceNamespace(); ns != "" && ns != p.Namespace {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func (c *Context) weightedTCP(dests []*networking.RouteDestination, ns string, port model.Port) *tcpproxy.TcpProxy {
+	var wcs []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight
+	for _, d := range dests {
+		w := d.GetWeight()
+		if len(dests) == 1 && w == 0 {
+			w = 100
+		}
+		if w == 0 {
+			continue
+		}
+		wcs = append(wcs, &tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{Name: c.destCluster(d.GetDestination(), ns, port), Weight: uint32(w)})
+	}
+	switch len(wcs) {
+	case 0:
+		return tcpToCluster(BlackHoleCluster)
+	case 1:
+		return tcpToCluster(wcs[0].Name)
+	}
+	return &tcpproxy.TcpProxy{ClusterSpecifier: &tcpproxy.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxy.TcpProxy_WeightedCluster{Clusters: wcs}}}
+}
+
+// tlsChains builds SNI-matched chains from VirtualService tls routes, or one
+// chain for the service's own host.
+func (c *Context) tlsChains(p *proxy.Proxy, svc *model.Service, port model.Port, vs *model.Config) []*listenerv3.FilterChain {
+	stat := "outbound|" + strconv.Itoa(int(port.Number)) + "||" + svc.Hostname
+	if vs != nil {
+		var out []*listenerv3.FilterChain
+		for _, r := range vs.Spec.(*networking.VirtualService).GetTls() {
+			for _, m := range r.GetMatch() {
+				if m.GetPort() != 0 && m.GetPort() != port.Number {
+					continue
+				}
+				out = append(out, &listenerv3.FilterChain{
+					FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: m.GetSniHosts(), TransportProtocol: "tls"},
+					Filters:          []*listenerv3.Filter{tcpProxyFilter(stat, c.weightedTCP(r.GetRoute(), vs.Key.Namespace, port))},
+				})
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+	return []*listenerv3.FilterChain{{
+		FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: []string{svc.Hostname}, TransportProtocol: "tls"},
+		Filters:          []*listenerv3.Filter{tcpProxyFilter(stat, tcpToCluster(ClusterName(port.Number, "", svc.Hostname)))},
+	}}
+}
+
+// outboundRouteConfig is RDS "<port>": a virtual host per service with
+// Istio's domains, then a catch-all for unknown hosts.
+func (c *Context) outboundRouteConfig(p *proxy.Proxy, name string, port uint32, svcs []*model.Service) *routev3.RouteConfiguration {
+	rc := &routev3.RouteConfiguration{Name: name, ValidateClusters: wrapperspb.Bool(false)}
+	used := map[string]bool{}
+	sorted := append([]*model.Service(nil), svcs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Hostname < sorted[j].Hostname })
+	for _, svc := range sorted {
+		sp, _ := svc.Port(port)
+		var domains []string
+		for _, d := range domainsFor(svc, port, p.Namespace) {
+			if used[d] {
+				continue // another service claimed it first
+			}
+			used[d] = true
+			domains = append(domains, d)
+		}
+		if len(domains) == 0 {
+			continue
+		}
+		vs := c.virtualService(p, svc.Hostname)
+		vh := &routev3.VirtualHost{
+			Name:    svc.Hostname + ":" + strconv.Itoa(int(port)),
+			Domains: domains,
+			Routes:  c.httpRoutes(p, svc, sp, vs),
+		}
+		if vs != nil {
+			if cors := corsPolicy(vs.Spec.(*networking.VirtualService)); cors != nil {
+				vh.TypedPerFilterConfig = map[string]*anypb.Any{CorsFilter: mustAnyOf(cors)}
+			}
+		}
+		rc.VirtualHosts = append(rc.VirtualHosts, vh)
+	}
+	rc.VirtualHosts = append(rc.VirtualHosts, c.catchAllHost())
+	return rc
+}
+
+func (c *Context) catchAllHost() *routev3.VirtualHost {
+	if c.Mesh.OutboundRegistryOnly {
+		return &routev3.VirtualHost{Name: "block_all", Domains: []string{"*"}, Routes: []*routev3.Route{{
+			Name:   "block_all",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 502}},
+		}}}
+	}
+	return &routev3.VirtualHost{Name: "allow_any", Domains: []string{"*"}, Routes: []*routev3.Route{{
+		Name:  "allow_any",
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PassthroughCluster},
+			Timeout:          durationpb.New(0),
+		}},
+	}}}
+}
+
+// domainsFor lists the authorities that reach svc:port, as Istio builds
+// them: the FQDN, Kubernetes short forms (the bare name only from the same
+// namespace), and the VIPs, each with and without the port.
+func domainsFor(svc *model.Service, port uint32, proxyNS string) []string {
+	ps := ":" + strconv.Itoa(int(port))
+	names := []string{svc.Hostname}
+	suffix := ".svc." + model.DefaultDomainSuffix
+	if strings.HasSuffix(svc.Hostname, suffix) {
+		base := strings.TrimSuffix(svc.Hostname, suffix) // name.ns
+		names = append(names, base+".svc", base)
+		if name, ns, ok := strings.Cut(base, "."); ok && ns == proxyNS {
+			names = append(names, name)
+		}
+	}
+	names = append(names, svc.Addresses...)
+	out := make([]string, 0, 2*len(names))
+	for _, n := range names {
+		if strings.Contains(n, "/") {
+			continue // CIDR addresses are not authorities
+		}
+		out = append(out, n, n+ps)
+	}
+	return out
+}
+
+func corsPolicy(vs *networking.VirtualService) *routev3.CorsPolicy {
+	for _, r := range vs.GetHttp() {
+		cp := r.GetCorsPolicy()
+		if cp == nil {
+			continue
+		}
+		out := &routev3.CorsPolicy{
+			AllowMethods:  strings.Join(cp.GetAllowMethods(), ","),
+			AllowHeaders:  strings.Join(cp.GetAllowHeaders(), ","),
+			ExposeHeaders: strings.Join(cp.GetExposeHeaders(), ","),
+		}
+		if cp.GetMaxAge() != nil {
+			out.MaxAge = strconv.FormatInt(int64(cp.GetMaxAge().AsDuration().Seconds()), 10)
+		}
+		if cp.GetAllowCredentials() != nil {
+			out.AllowCredentials = wrapperspb.Bool(cp.GetAllowCredentials().GetValue())
+		}
+		for _, o := range cp.GetAllowOrigins() {
+			if sm := stringMatcher(o); sm != nil {
+				out.AllowOriginStringMatch = append(out.AllowOriginStringMatch, sm)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func virtualOutboundListener(mesh model.MeshConfig) *listenerv3.Listener {
+	dest := PassthroughCluster
+	if mesh.OutboundRegistryOnly {
+		dest = BlackHoleCluster
+	}
+	return &listenerv3.Listener{
+		Name:             VirtualOutbound,
+		Address:          socketAddress("0.0.0.0", outboundPort),
+		UseOriginalDst:   wrapperspb.Bool(true),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		FilterChains: []*listenerv3.FilterChain{
+			{
+				Name:             "virtualOutbound-blackhole",
+				FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(outboundPort)},
+				Filters:          []*listenerv3.Filter{tcpProxyFilter(BlackHoleCluster, tcpToCluster(BlackHoleCluster))},
+			},
+		},
+		DefaultFilterChain: &listenerv3.FilterChain{
+			Name:    "virtualOutbound-catchall-tcp",
+			Filters: []*listenerv3.Filter{tcpProxyFilter(dest, tcpToCluster(dest))},
+		},
+	}
+}
+
+// virtualInboundListener has a filter chain per inbound port of the
+// workload (HTTP through an inline route to inbound|port||, TCP straight
+// through) and a passthrough chain for every other port. mTLS chains
+// (PeerAuthentication) come with the CA.
+func virtualInboundListener(ports []inboundPortInfo) *listenerv3.Listener {
+	l := &listenerv3.Listener{
+		Name:             VirtualInbound,
+		Address:          socketAddress("0.0.0.0", inboundPort),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		ListenerFilters: []*listenerv3.ListenerFilter{
+			listenerFilter("envoy.filters.listener.original_dst", &originaldst.OriginalDst{}),
+			listenerFilter("envoy.filters.listener.tls_inspector", &tlsinspector.TlsInspector{}),
+			listenerFilter("envoy.filters.listener.http_inspector", &httpinspector.HttpInspector{}),
+		},
+	}
+	for _, ip := range ports {
+		cluster := InboundClusterName(ip.port)
+		fc := &listenerv3.FilterChain{
+			Name:             cluster,
+			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(ip.port)},
+		}
+		if ip.protocol.IsHTTP() {
+			fc.Filters = []*listenerv3.Filter{hcmFilter(&hcmv3.HttpConnectionManager{
+				StatPrefix: cluster,
+				RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+					Name:             cluster,
+					ValidateClusters: wrapperspb.Bool(false),
+					VirtualHosts: []*routev3.VirtualHost{{
+						Name:    "inbound|http|" + strconv.Itoa(int(ip.port)),
+						Domains: []string{"*"},
+						Routes: []*routev3.Route{{
+							Name:  "default",
+							Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+							Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+								ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+								Timeout:          durationpb.New(0),
+							}},
+						}},
+					}},
+				}},
+				HttpFilters: httpFilters(),
+			})}
+		} else {
+			fc.Filters = []*listenerv3.Filter{tcpProxyFilter(cluster, tcpToCluster(cluster))}
+		}
+		l.FilterChains = append(l.FilterChains, fc)
+	}
+	l.DefaultFilterChain = &listenerv3.FilterChain{
+		Name:    "PassthroughFilterChain",
+		Filters: []*listenerv3.Filter{tcpProxyFilter(InboundPassthroughCluster, tcpToCluster(InboundPassthroughCluster))},
+	}
+	return l
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"github.com/sextant-mesh/sextant/api/debug"
@@ -107,7 +108,7 @@ func TestADSWalk(t *testing.T) {
 				// reviews: 1 port × (default + 2 subsets); ratings: 2 ports.
 				wantClusters := 5
 				if gen == "" {
-					wantClusters += 2 // PassthroughCluster, BlackHoleCluster
+					wantClusters += 3 // PassthroughCluster, BlackHoleCluster, InboundPassthroughCluster
 				}
 				clusters := waitResources(t, c, translate.ClusterType, wantClusters)
 				eds := waitResources(t, c, translate.EndpointType, 5)
@@ -116,12 +117,30 @@ func TestADSWalk(t *testing.T) {
 						t.Errorf("EDS %s has no cluster", name)
 					}
 				}
-				if gen == "grpc" {
-					ls := waitResources(t, c, translate.ListenerType, 3)
-					rs := waitResources(t, c, translate.RouteType, 3)
-					for name := range ls {
-						if _, ok := rs[name]; !ok {
-							t.Errorf("listener %s: route config of the same name missing", name)
+				// Proxyless: a listener and a route per service port.
+				// Sidecar: 0.0.0.0_9080 and 0.0.0.0_9090 (RDS "9080",
+				// "9090"), virtualOutbound and virtualInbound.
+				wantL, wantR := 3, 3
+				if gen == "" {
+					wantL, wantR = 4, 2
+				}
+				ls := waitResources(t, c, translate.ListenerType, wantL)
+				rs := waitResources(t, c, translate.RouteType, wantR)
+				for name, a := range ls {
+					l := &listenerv3.Listener{}
+					if err := a.UnmarshalTo(l); err != nil {
+						t.Fatal(err)
+					}
+					for _, rn := range adsclient.RouteNames(l) {
+						if _, ok := rs[rn]; !ok {
+							t.Errorf("listener %s: route config %s missing", name, rn)
+						}
+					}
+				}
+				if gen == "" {
+					for _, want := range []string{"virtualOutbound", "virtualInbound", "0.0.0.0_9080"} {
+						if _, ok := ls[want]; !ok {
+							t.Errorf("sidecar lacks listener %s", want)
 						}
 					}
 				}
