@@ -134,7 +134,7 @@ func defaultRetryPolicy() *routev3.RetryPolicy {
 		NumRetries:                    wrapperspb.UInt32(2),
 		HostSelectionRetryMaxAttempts: 5,
 		RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{
-			Name: "envoy.retry_host_predicates.previous_hosts",
+			Name:       "envoy.retry_host_predicates.previous_hosts",
 			ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: mustAnyOf(&previoushosts.PreviousHostsPredicate{})},
 		}},
 	}
