@@ -7,6 +7,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -179,6 +180,12 @@ func buildCluster(gen proxy.Generator, name string, svc *model.Service, port mod
 	applyLB(cl, gen, pol.lb)
 	applyPool(cl, gen, pol.pool)
 	applyOutlier(cl, pol.outlier)
+	applyTLS(func(ctx *tlsv3.UpstreamTlsContext) {
+		cl.TransportSocket = &corev3.TransportSocket{
+			Name:       "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAnyOf(ctx)},
+		}
+	}, gen, pol.tls)
 	if gen == proxy.GenEnvoy {
 		// Keepalive endpoints travel in their own localities with a share of
 		// the locality weight; Envoy only honours locality weights with this.

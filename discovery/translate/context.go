@@ -71,6 +71,7 @@ type Context struct {
 	mu     sync.Mutex
 	scopes map[proxy.Scope]*scopeResult
 	eds    sync.Map // edsKey -> *Resource (nil stored as typed nil)
+	warned sync.Map
 	errs   []error
 }
 
@@ -93,6 +94,14 @@ func (c *Context) Errors() []error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]error(nil), c.errs...)
+}
+
+// warnOnce records err once per key in this snapshot (translation runs per
+// scope, so the same problem is met many times).
+func (c *Context) warnOnce(key string, err error) {
+	if _, dup := c.warned.LoadOrStore(key, true); !dup {
+		c.addErr(err)
+	}
 }
 
 func (c *Context) addErr(err error) {
@@ -239,22 +248,44 @@ func (c *Context) Endpoint(p *proxy.Proxy, name string) *Resource {
 		return nil
 	}
 	// The DestinationRule (and so the subset's labels) depends on the
-	// proxy's namespace; memoise per (name, namespace).
+	// proxy's namespace, and locality-aware priorities on its locality;
+	// memoise per (name, namespace, locality when it matters).
 	key := name + "\x00" + p.Namespace
+	drc := c.Snap.DestinationRule(svc.Hostname, p.Namespace, svc.Namespace)
+	var dr *networking.DestinationRule
+	if drc != nil {
+		dr = drc.Spec.(*networking.DestinationRule)
+	}
+	pol := effectivePolicy(dr, port, subset)
+	locality := ""
+	if localityAware(pol) && p.Locality != "" {
+		locality = p.Locality
+		key += "\x00" + locality
+	}
 	if v, ok := c.eds.Load(key); ok {
 		return v.(*Resource)
 	}
-	res := c.buildEndpoint(p.Namespace, svc, port, subset, name)
+	res := c.buildEndpoint(svc, port, subset, name, drc, pol, locality)
 	c.eds.Store(key, res)
 	return res
 }
 
-func (c *Context) buildEndpoint(ns string, svc *model.Service, portNum uint32, subset, name string) *Resource {
+// localityAware reports whether EDS priorities follow the proxy's locality:
+// as in Istio, only with outlier detection (so failover can happen) and
+// unless the DestinationRule disables locality load balancing.
+func localityAware(pol policy) bool {
+	if pol.outlier == nil {
+		return false
+	}
+	ls := pol.lb.GetLocalityLbSetting()
+	return ls == nil || ls.GetEnabled() == nil || ls.GetEnabled().GetValue()
+}
+
+func (c *Context) buildEndpoint(svc *model.Service, portNum uint32, subset, name string, drc *model.Config, pol policy, locality string) *Resource {
 	port, ok := svc.Port(portNum)
 	if !ok {
 		return nil
 	}
-	drc := c.Snap.DestinationRule(svc.Hostname, ns, svc.Namespace)
 	var dr *networking.DestinationRule
 	var drHash uint64
 	if drc != nil {
@@ -283,13 +314,17 @@ func (c *Context) buildEndpoint(ns string, svc *model.Service, portNum uint32, s
 		}
 	}
 	epHash := eh.Sum()
-	inputs := (&model.Hasher{}).U64(epHash).U64(c.Snap.ServiceHash(svc.Hostname)).U64(drHash).U64(c.meshHash).Str(subset).Sum()
+	inputs := (&model.Hasher{}).U64(epHash).U64(c.Snap.ServiceHash(svc.Hostname)).U64(drHash).U64(c.meshHash).Str(subset).Str(locality).Sum()
 	share := c.Mesh.KeepaliveShare
 	if svc.KeepaliveShare > 0 {
 		share = svc.KeepaliveShare
 	}
 	res, err := c.cache.get(c.gen, EndpointType, name, inputs, func() protoMessage {
-		return buildLoadAssignment(name, port, labels, list, share)
+		la := buildLoadAssignment(name, port, labels, list, share)
+		if locality != "" {
+			applyLocality(la, locality, pol.lb.GetLocalityLbSetting())
+		}
+		return la
 	})
 	c.addErr(err)
 	return res

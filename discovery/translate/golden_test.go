@@ -51,7 +51,11 @@ func testProxyIP(t testing.TB, ip, pod, ns, generator string, labels map[string]
 	if generator == "" {
 		delete(md.Fields, "GENERATOR")
 	}
-	p, err := proxy.Parse(&corev3.Node{Id: "sidecar~" + ip + "~" + pod + "." + ns + "~" + ns + ".svc.cluster.local", Metadata: md})
+	n := &corev3.Node{Id: "sidecar~" + ip + "~" + pod + "." + ns + "~" + ns + ".svc.cluster.local", Metadata: md}
+	if pod == "workload" {
+		n.Locality = &corev3.Locality{Region: "us-east", Zone: "us-east-1a"}
+	}
+	p, err := proxy.Parse(n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -75,6 +75,12 @@ func (c *Context) virtualService(p *proxy.Proxy, host string) *model.Config {
 	if len(list) == 0 {
 		return nil
 	}
+	for _, other := range list[1:] {
+		c.warnOnce("vs-conflict\x00"+host+"\x00"+other.Key.String(), &RouteError{
+			VirtualService: other.Key.Namespace + "/" + other.Key.Name,
+			Msg:            "host " + host + " is also claimed by VirtualService " + list[0].Key.Namespace + "/" + list[0].Key.Name + ", which is older and wins; this one is ignored for that host",
+		})
+	}
 	return list[0]
 }
 
@@ -164,7 +170,7 @@ func (c *Context) buildRoute(p *proxy.Proxy, svc *model.Service, port model.Port
 		}
 		rt.Action = &routev3.Route_DirectResponse{DirectResponse: act}
 	default:
-		action := c.routeAction(p, svc, port, vs.Key.Namespace, r, grpc)
+		action := c.routeAction(p, svc, port, vs, r, grpc)
 		if action == nil {
 			return nil
 		}
@@ -184,7 +190,7 @@ func (c *Context) buildRoute(p *proxy.Proxy, svc *model.Service, port model.Port
 	return rt
 }
 
-func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Port, ns string, r *networking.HTTPRoute, grpc bool) *routev3.RouteAction {
+func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Port, vs *model.Config, r *networking.HTTPRoute, grpc bool) *routev3.RouteAction {
 	dests := r.GetRoute()
 	action := &routev3.RouteAction{}
 	var clusters []*routev3.WeightedCluster_ClusterWeight
@@ -196,7 +202,7 @@ func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Por
 		if w == 0 {
 			continue // gRPC drops zero weights; Envoy never picks them.
 		}
-		name := c.destCluster(d.GetDestination(), ns, port)
+		name := c.destCluster(d.GetDestination(), vs, port)
 		cw := &routev3.WeightedCluster_ClusterWeight{Name: name, Weight: wrapperspb.UInt32(uint32(w))}
 		if h := d.GetHeaders(); h != nil && !grpc {
 			cw.RequestHeadersToAdd = headerOptions(h.GetRequest())
@@ -208,7 +214,7 @@ func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Por
 	}
 	switch len(clusters) {
 	case 0:
-		c.addErr(&RouteError{VirtualService: ns + "/" + r.GetName(), Msg: "route has no destination with weight > 0; skipped"})
+		c.addErr(&RouteError{VirtualService: vs.Key.Namespace + "/" + vs.Key.Name, Msg: "route " + r.GetName() + " has no destination with weight > 0; skipped"})
 		return nil
 	case 1:
 		if len(clusters[0].RequestHeadersToAdd)+len(clusters[0].RequestHeadersToRemove)+len(clusters[0].ResponseHeadersToAdd)+len(clusters[0].ResponseHeadersToRemove) == 0 {
@@ -251,7 +257,7 @@ func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Por
 			mirrors = append([]*networking.HTTPMirrorPolicy{{Destination: m, Percentage: r.GetMirrorPercentage()}}, mirrors...)
 		}
 		for _, mp := range mirrors {
-			pol := &routev3.RouteAction_RequestMirrorPolicy{Cluster: c.destCluster(mp.GetDestination(), ns, port)}
+			pol := &routev3.RouteAction_RequestMirrorPolicy{Cluster: c.destCluster(mp.GetDestination(), vs, port)}
 			pct := 100.0
 			if mp.GetPercentage() != nil {
 				pct = mp.GetPercentage().GetValue()
@@ -262,7 +268,7 @@ func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Por
 	}
 	if len(dests) > 0 {
 		d := dests[0].GetDestination()
-		cl := c.destCluster(d, ns, port)
+		cl := c.destCluster(d, vs, port)
 		num, subset, host, err := ParseClusterName(cl)
 		if err == nil {
 			c.addHashPolicy(p, action, host, subset, num)
@@ -282,17 +288,22 @@ func (e *RouteError) Error() string { return "VirtualService " + e.VirtualServic
 // destCluster resolves a route destination to an outbound cluster name. A
 // destination without a port uses the service's only port, else the port
 // the traffic arrived on, as Istio does.
-func (c *Context) destCluster(d *networking.Destination, ns string, port model.Port) string {
-	host := model.ResolveHost(d.GetHost(), ns)
+func (c *Context) destCluster(d *networking.Destination, vs *model.Config, port model.Port) string {
+	host := model.ResolveHost(d.GetHost(), vs.Key.Namespace)
 	num := d.GetPort().GetNumber()
+	dsvc := c.Snap.Service(host)
 	if num == 0 {
-		if dsvc := c.Snap.Service(host); dsvc != nil && len(dsvc.Ports) == 1 {
+		if dsvc != nil && len(dsvc.Ports) == 1 {
 			num = dsvc.Ports[0].Number
 		} else {
 			num = port.Number
 		}
 	}
-	return ClusterName(num, d.GetSubset(), host)
+	name := ClusterName(num, d.GetSubset(), host)
+	if dsvc == nil {
+		c.warnOnce("missing-host\x00"+name+"\x00"+vs.Key.String(), &RouteError{VirtualService: vs.Key.Namespace + "/" + vs.Key.Name, Msg: "route destination " + host + " is not a known service; requests routed there fail (503)"})
+	}
+	return name
 }
 
 func (c *Context) addHashPolicy(p *proxy.Proxy, action *routev3.RouteAction, host, subset string, port uint32) {

@@ -310,7 +310,7 @@ func (c *Context) tcpRoute(p *proxy.Proxy, svc *model.Service, port model.Port, 
 		if !l4Matches(r.GetMatch(), port.Number, p) {
 			continue
 		}
-		return c.weightedTCP(r.GetRoute(), vs.Key.Namespace, port)
+		return c.weightedTCP(r.GetRoute(), vs, port)
 	}
 	return def
 }
@@ -334,7 +334,7 @@ func l4Matches(ms []*networking.L4MatchAttributes, port uint32, p *proxy.Proxy) 
 	return false
 }
 
-func (c *Context) weightedTCP(dests []*networking.RouteDestination, ns string, port model.Port) *tcpproxy.TcpProxy {
+func (c *Context) weightedTCP(dests []*networking.RouteDestination, vs *model.Config, port model.Port) *tcpproxy.TcpProxy {
 	var wcs []*tcpproxy.TcpProxy_WeightedCluster_ClusterWeight
 	for _, d := range dests {
 		w := d.GetWeight()
@@ -344,7 +344,7 @@ func (c *Context) weightedTCP(dests []*networking.RouteDestination, ns string, p
 		if w == 0 {
 			continue
 		}
-		wcs = append(wcs, &tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{Name: c.destCluster(d.GetDestination(), ns, port), Weight: uint32(w)})
+		wcs = append(wcs, &tcpproxy.TcpProxy_WeightedCluster_ClusterWeight{Name: c.destCluster(d.GetDestination(), vs, port), Weight: uint32(w)})
 	}
 	switch len(wcs) {
 	case 0:
@@ -368,7 +368,7 @@ func (c *Context) tlsChains(p *proxy.Proxy, svc *model.Service, port model.Port,
 				}
 				out = append(out, &listenerv3.FilterChain{
 					FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: m.GetSniHosts(), TransportProtocol: "tls"},
-					Filters:          []*listenerv3.Filter{tcpProxyFilter(stat, c.weightedTCP(r.GetRoute(), vs.Key.Namespace, port))},
+					Filters:          []*listenerv3.Filter{tcpProxyFilter(stat, c.weightedTCP(r.GetRoute(), vs, port))},
 				})
 			}
 		}

@@ -27,11 +27,11 @@ type Metrics struct {
 	CacheMisses     prometheus.CounterFunc
 	StuckStreams    prometheus.Counter
 	RejectedStreams *prometheus.CounterVec
-	TranslateErrors prometheus.Gauge
+	TranslateErrors prometheus.GaugeFunc
 	SnapshotVersion prometheus.Gauge
 }
 
-func newMetrics(marshals, hits, misses func() float64) *Metrics {
+func newMetrics(marshals, hits, misses, translateErrors func() float64) *Metrics {
 	r := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry:    r,
@@ -69,8 +69,8 @@ func newMetrics(marshals, hits, misses func() float64) *Metrics {
 			Help: "Streams closed because a send did not complete in time."}),
 		RejectedStreams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sextant_xds_rejected_streams_total",
 			Help: "Streams refused, by reason."}, []string{"reason"}),
-		TranslateErrors: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sextant_translate_errors",
-			Help: "Config pieces skipped while translating the current snapshot."}),
+		TranslateErrors: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sextant_translate_errors",
+			Help: "Config problems met while translating the current snapshot (conflicts, dangling references, skipped routes)."}, translateErrors),
 		SnapshotVersion: prometheus.NewGauge(prometheus.GaugeOpts{Name: "sextant_snapshot_version",
 			Help: "Version of the model snapshot being served."}),
 	}

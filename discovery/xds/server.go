@@ -111,6 +111,12 @@ func New(agg *model.Aggregator, opts Options) *Server {
 		func() float64 { return float64(s.cache.Stats().Marshals) },
 		func() float64 { return float64(s.cache.Stats().Hits) },
 		func() float64 { return float64(s.cache.Stats().Misses) },
+		func() float64 {
+			if st := s.state.Load(); st != nil {
+				return float64(len(st.tctx.Errors()))
+			}
+			return 0
+		},
 	)
 	return s
 }
