@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -21,6 +22,66 @@ type Resource struct {
 	Any     *anypb.Any
 	// Msg is the resource as a message, for debug output.
 	Msg proto.Message
+
+	// sotwEntry is the resource as a `resources` entry of a
+	// DiscoveryResponse; Any.Value aliases its tail, so the bytes exist once.
+	sotwEntry  []byte
+	deltaOnce  sync.Once
+	deltaEntry []byte
+}
+
+// SotWEntry returns the resource encoded as one `resources` field (2) of a
+// DiscoveryResponse.
+func (r *Resource) SotWEntry() []byte { return r.sotwEntry }
+
+// DeltaEntry returns the resource encoded as one `resources` field (2) of a
+// DeltaDiscoveryResponse: a discovery Resource with name, version and body.
+// It is built on first use, since only delta clients need it.
+func (r *Resource) DeltaEntry() []byte {
+	r.deltaOnce.Do(func() {
+		var body []byte
+		body = protowire.AppendTag(body, 1, protowire.BytesType)
+		body = protowire.AppendString(body, r.Version)
+		body = protowire.AppendTag(body, 2, protowire.BytesType)
+		body = protowire.AppendVarint(body, uint64(len(r.sotwEntry)-r.anyOffset()))
+		body = append(body, r.sotwEntry[r.anyOffset():]...)
+		body = protowire.AppendTag(body, 3, protowire.BytesType)
+		body = protowire.AppendString(body, r.Name)
+		e := protowire.AppendTag(nil, 2, protowire.BytesType)
+		e = protowire.AppendVarint(e, uint64(len(body)))
+		r.deltaEntry = append(e, body...)
+	})
+	return r.deltaEntry
+}
+
+// anyOffset is where the Any message starts inside sotwEntry.
+func (r *Resource) anyOffset() int {
+	_, _, n := protowire.ConsumeTag(r.sotwEntry)
+	_, m := protowire.ConsumeVarint(r.sotwEntry[n:])
+	return n + m
+}
+
+// newResource encodes a marshalled resource once, in the wire form
+// responses are assembled from.
+func newResource(typeURL, name string, value []byte, msg proto.Message) *Resource {
+	var a []byte
+	a = protowire.AppendTag(a, 1, protowire.BytesType)
+	a = protowire.AppendString(a, typeURL)
+	a = protowire.AppendTag(a, 2, protowire.BytesType)
+	a = protowire.AppendVarint(a, uint64(len(value)))
+	valueAt := len(a)
+	a = append(a, value...)
+	e := protowire.AppendTag(make([]byte, 0, len(a)+12), 2, protowire.BytesType)
+	e = protowire.AppendVarint(e, uint64(len(a)))
+	anyAt := len(e)
+	e = append(e, a...)
+	return &Resource{
+		Name:      name,
+		Version:   strconv.FormatUint(model.HashBytes(value), 16),
+		Any:       &anypb.Any{TypeUrl: typeURL, Value: e[anyAt+valueAt:]},
+		Msg:       msg,
+		sotwEntry: e,
+	}
 }
 
 type cacheKey struct {
@@ -122,10 +183,5 @@ func (c *Cache) build(typeURL, name string, build func() proto.Message) (*Resour
 		return nil, fmt.Errorf("marshal %s %q: %w", shortType(typeURL), name, err)
 	}
 	c.marshals.Add(1)
-	return &Resource{
-		Name:    name,
-		Version: strconv.FormatUint(model.HashBytes(b), 16),
-		Any:     &anypb.Any{TypeUrl: typeURL, Value: b},
-		Msg:     msg,
-	}, nil
+	return newResource(typeURL, name, b, msg), nil
 }

@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sextant-mesh/sextant/discovery/proxy"
 	"github.com/sextant-mesh/sextant/discovery/translate"
@@ -76,6 +75,8 @@ type Connection struct {
 
 	sendSotw  func(*discoverygrpc.DiscoveryResponse) error
 	sendDelta func(*discoverygrpc.DeltaDiscoveryResponse) error
+	// sendMsg sends pre-encoded responses (see codec.go).
+	sendMsg func(any) error
 
 	pushMu  sync.Mutex
 	pending *PushRequest
@@ -135,7 +136,7 @@ func (s *Server) StreamAggregatedResources(stream discoverygrpc.AggregatedDiscov
 		}
 		return req, nil
 	}
-	return s.serve(stream.Context(), false, recv, func(c *Connection) { c.sendSotw = stream.Send })
+	return s.serve(stream.Context(), false, recv, func(c *Connection) { c.sendSotw, c.sendMsg = stream.Send, stream.SendMsg })
 }
 
 // DeltaAggregatedResources serves incremental (delta) ADS.
@@ -153,7 +154,7 @@ func (s *Server) DeltaAggregatedResources(stream discoverygrpc.AggregatedDiscove
 		}
 		return req, nil
 	}
-	return s.serve(stream.Context(), true, recv, func(c *Connection) { c.sendDelta = stream.Send })
+	return s.serve(stream.Context(), true, recv, func(c *Connection) { c.sendDelta, c.sendMsg = stream.Send, stream.SendMsg })
 }
 
 func (s *Server) serve(sctx context.Context, delta bool, recv func() (*request, error), bind func(*Connection)) error {
@@ -509,8 +510,7 @@ func (c *Connection) push(req *PushRequest) error {
 // outgoing is one prepared response.
 type outgoing struct {
 	w     *watch
-	sotw  *discoverygrpc.DiscoveryResponse
-	delta *discoverygrpc.DeltaDiscoveryResponse
+	msg   *encoded
 	count int
 	bytes int
 	built time.Time
@@ -519,12 +519,7 @@ type outgoing struct {
 func (c *Connection) sendAll(sends []outgoing, recs []*PushRecord) error {
 	for _, o := range sends {
 		label := typeLabel(o.w.typeURL)
-		err := c.sendWithTimeout(func() error {
-			if o.sotw != nil {
-				return c.sendSotw(o.sotw)
-			}
-			return c.sendDelta(o.delta)
-		})
+		err := c.sendWithTimeout(func() error { return c.sendMsg(o.msg) })
 		if err != nil {
 			c.s.metrics.Pushes.WithLabelValues(label + "_senderr").Inc()
 			return err
@@ -742,18 +737,9 @@ func (c *Connection) finishLocked(w *watch, changed []*translate.Resource, remov
 		o.bytes += len(r.Any.GetValue())
 	}
 	if c.delta {
-		resp := &discoverygrpc.DeltaDiscoveryResponse{TypeUrl: w.typeURL, Nonce: nonce, SystemVersionInfo: ver, RemovedResources: removed}
-		for _, r := range changed {
-			resp.Resources = append(resp.Resources, &discoverygrpc.Resource{Name: r.Name, Version: r.Version, Resource: r.Any})
-		}
-		o.delta = resp
+		o.msg = encodeDelta(ver, w.typeURL, nonce, changed, removed)
 	} else {
-		resp := &discoverygrpc.DiscoveryResponse{TypeUrl: w.typeURL, Nonce: nonce, VersionInfo: ver}
-		resp.Resources = make([]*anypb.Any, len(changed))
-		for i, r := range changed {
-			resp.Resources[i] = r.Any
-		}
-		o.sotw = resp
+		o.msg = encodeSotw(ver, w.typeURL, nonce, changed)
 	}
 	return []outgoing{o}
 }

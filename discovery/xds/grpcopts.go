@@ -12,6 +12,7 @@ import (
 // and the write buffer is shared (released between writes).
 func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		CodecOption(),
 		grpc.MaxConcurrentStreams(100000),
 		grpc.MaxRecvMsgSize(4 << 20),
 		grpc.ReadBufferSize(8 << 10),
