@@ -105,6 +105,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 
 	agg := model.NewAggregator()
 	var runners []func(context.Context) error
+	setters := map[string]func(ctx context.Context, namespace, host string, selector map[string]string, state string) error{}
 	if o.configDir != "" {
 		st, err := os.Stat(o.configDir)
 		if err != nil {
@@ -115,6 +116,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		}
 		reg := file.New(o.configDir, agg.NewShard("file"), log)
 		runners = append(runners, reg.Run)
+		setters[file.RegistryName] = reg.SetTrafficState
 	}
 	if len(runners) == 0 {
 		log.Warn("no registry configured (--config-dir); serving an empty mesh")
@@ -129,6 +131,14 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		PushConcurrency: o.pushThrottle,
 		SendTimeout:     o.sendTimeout,
 		InstanceID:      host,
+		AdminToken:      os.Getenv("SEXTANT_ADMIN_TOKEN"),
+		SetTraffic: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
+			set, ok := setters[registry]
+			if !ok {
+				return fmt.Errorf("registry %q cannot change traffic states", registry)
+			}
+			return set(ctx, namespace, host, selector, state)
+		},
 	})
 
 	xdsLis, err := net.Listen("tcp", o.xdsAddr)

@@ -34,6 +34,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/debug/version", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, debug.Version{Version: debug.BuildVersion(), Instance: s.opts.InstanceID})
 	})
+	mux.HandleFunc("/api/v1/traffic", s.handleTraffic)
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -34,6 +34,10 @@ type Options struct {
 	InstanceID string
 	// PushLogSize is how many push records /debug/push_log keeps.
 	PushLogSize int
+	// SetTraffic applies `sextantctl traffic set` through the registries.
+	SetTraffic TrafficSetter
+	// AdminToken, if set, lets non-loopback callers use write APIs.
+	AdminToken string
 }
 
 func (o *Options) defaults() {

@@ -6,6 +6,7 @@ package testenv
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -50,7 +51,13 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	}
 	agg := model.NewAggregator()
 	reg := file.New(dir, agg.NewShard("file"), log)
-	srv := xds.New(agg, xds.Options{Logger: log, DebounceAfter: o.DebounceAfter, DebounceMax: time.Second, Mesh: o.Mesh})
+	srv := xds.New(agg, xds.Options{Logger: log, DebounceAfter: o.DebounceAfter, DebounceMax: time.Second, Mesh: o.Mesh,
+		SetTraffic: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
+			if registry != file.RegistryName {
+				return fmt.Errorf("registry %q cannot change traffic states", registry)
+			}
+			return reg.SetTrafficState(ctx, namespace, host, selector, state)
+		}})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"strconv"
+
 	"fmt"
 	"maps"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	trafficv1 "github.com/sextant-mesh/sextant/api/traffic/v1alpha1"
 	"github.com/sextant-mesh/sextant/model"
 )
 
@@ -82,15 +85,19 @@ func Build(registry string, results []*Result) *Output {
 			}
 		}
 	}
+	var states []*Object
 	for _, s := range objs {
 		switch spec := s.obj.Spec.(type) {
 		case *networking.WorkloadEntry:
 			b.workloadEntry(s.obj, spec)
 		case *discoveryv1.EndpointSlice:
 			b.endpointSlice(s.obj, spec)
+		case *trafficv1.TrafficStateSpec:
+			states = append(states, s.obj)
 		}
 	}
 	b.finish()
+	b.applyTrafficStates(states)
 	return b.out
 }
 
@@ -182,17 +189,18 @@ func (b *builder) serviceEntry(s source, se *networking.ServiceEntry) {
 		(se.GetResolution() == networking.ServiceEntry_DNS || se.GetResolution() == networking.ServiceEntry_DNS_ROUND_ROBIN)
 	for _, host := range se.GetHosts() {
 		svc := &model.Service{
-			Hostname:     host,
-			Namespace:    o.Namespace,
-			Ports:        slices.Clone(ports),
-			Addresses:    slices.Clone(se.GetAddresses()),
-			Resolution:   resolution(se.GetResolution()),
-			MeshExternal: se.GetLocation() == networking.ServiceEntry_MESH_EXTERNAL,
-			Labels:       maps.Clone(o.Labels),
-			ExportTo:     slices.Clone(se.GetExportTo()),
-			Selector:     maps.Clone(selector),
-			CreationTime: o.CreationTime,
-			Source:       src,
+			Hostname:       host,
+			Namespace:      o.Namespace,
+			Ports:          slices.Clone(ports),
+			Addresses:      slices.Clone(se.GetAddresses()),
+			Resolution:     resolution(se.GetResolution()),
+			MeshExternal:   se.GetLocation() == networking.ServiceEntry_MESH_EXTERNAL,
+			Labels:         maps.Clone(o.Labels),
+			ExportTo:       slices.Clone(se.GetExportTo()),
+			Selector:       maps.Clone(selector),
+			CreationTime:   o.CreationTime,
+			Source:         src,
+			KeepaliveShare: keepaliveShare(o),
 		}
 		own := cloneEndpoints(inline)
 		if dnsHosts {
@@ -260,14 +268,15 @@ func (b *builder) kubeService(s source, ks *corev1.Service) {
 	}
 	sortPorts(ports)
 	svc := &model.Service{
-		Hostname:     o.Name + "." + o.Namespace + ".svc." + model.DefaultDomainSuffix,
-		Namespace:    o.Namespace,
-		Ports:        ports,
-		Resolution:   model.ClientSideLB,
-		Labels:       maps.Clone(o.Labels),
-		ExportTo:     exportToAnnotation(o.Annotations[ExportToAnnotation]),
-		CreationTime: o.CreationTime,
-		Source:       b.source(o),
+		Hostname:       o.Name + "." + o.Namespace + ".svc." + model.DefaultDomainSuffix,
+		Namespace:      o.Namespace,
+		Ports:          ports,
+		Resolution:     model.ClientSideLB,
+		Labels:         maps.Clone(o.Labels),
+		ExportTo:       exportToAnnotation(o.Annotations[ExportToAnnotation]),
+		CreationTime:   o.CreationTime,
+		Source:         b.source(o),
+		KeepaliveShare: keepaliveShare(o),
 	}
 	bs := &builtService{svc: svc, input: s.input, kube: ks}
 	switch {
@@ -437,6 +446,36 @@ func (b *builder) config(o *Object, spec proto.Message) {
 	}
 	c.Hash = model.HashConfig(c)
 	b.out.Configs = append(b.out.Configs, c)
+}
+
+// keepaliveShare reads the per-service keepalive share annotation
+// (validated by Parse).
+func keepaliveShare(o *Object) float64 {
+	f, _ := strconv.ParseFloat(o.Annotations[trafficv1.KeepaliveShareAnnotation], 64)
+	return f
+}
+
+// applyTrafficStates sets the traffic-state label on the endpoints each
+// TrafficState selects, in name order so later objects win.
+func (b *builder) applyTrafficStates(states []*Object) {
+	sort.Slice(states, func(i, j int) bool { return states[i].ID() < states[j].ID() })
+	for _, o := range states {
+		ts := o.Spec.(*trafficv1.TrafficStateSpec)
+		k := model.ServiceKey{Namespace: o.Namespace, Hostname: ts.Host}
+		eps := b.out.Endpoints[k]
+		for i, ep := range eps {
+			if !model.LabelsMatch(ts.Selector, ep.Labels) || ep.Labels[trafficv1.StateLabel] == ts.State {
+				continue
+			}
+			cp := *ep
+			cp.Labels = maps.Clone(ep.Labels)
+			if cp.Labels == nil {
+				cp.Labels = map[string]string{}
+			}
+			cp.Labels[trafficv1.StateLabel] = ts.State
+			eps[i] = &cp
+		}
+	}
 }
 
 func (b *builder) sortedServiceKeys() []model.ServiceKey {

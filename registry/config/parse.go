@@ -22,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
+	trafficv1 "github.com/sextant-mesh/sextant/api/traffic/v1alpha1"
 	"github.com/sextant-mesh/sextant/model"
 )
 
@@ -301,6 +302,8 @@ func (p *parser) document(d document) {
 			return
 		}
 		obj = decodeIstio(oe, top, apiVersion, kind, spec)
+	case apiVersion == trafficv1.APIVersion && kind == trafficv1.Kind:
+		obj = decodeTrafficState(oe, top, apiVersion, kind)
 	case apiVersion == "v1" && kind == KindService:
 		obj = decodeKube(oe, js, apiVersion, kind, &corev1.Service{})
 	case apiVersion == "discovery.k8s.io/v1" && kind == KindEndpointSlice:
@@ -410,6 +413,27 @@ func decodeIstio(oe *objectErrors, top map[string]json.RawMessage, apiVersion, k
 	if !metaOK || hasErrors(oe.errs) {
 		return nil
 	}
+	return obj
+}
+
+// decodeTrafficState decodes Sextant's TrafficState kind strictly.
+func decodeTrafficState(oe *objectErrors, top map[string]json.RawMessage, apiVersion, kind string) *Object {
+	var meta metav1.ObjectMeta
+	metaOK := decodeStrict(top["metadata"], &meta, "metadata", func(field, msg string) { oe.add(field, "%s", msg) })
+	spec := &trafficv1.TrafficStateSpec{}
+	for _, k := range sortedKeys(top) {
+		switch k {
+		case "apiVersion", "kind", "metadata", "spec":
+		default:
+			oe.add(k, "unknown field %q", k)
+		}
+	}
+	specOK := decodeStrict(top["spec"], spec, "spec", func(field, msg string) { oe.add(field, "%s", msg) })
+	if !metaOK || !specOK || hasErrors(oe.errs) {
+		return nil
+	}
+	obj := newObject(apiVersion, kind, &meta, spec)
+	oe.setObject(obj.ID())
 	return obj
 }
 

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	trafficv1 "github.com/sextant-mesh/sextant/api/traffic/v1alpha1"
 	"github.com/sextant-mesh/sextant/model"
 )
 
@@ -51,6 +52,24 @@ func validateObject(oe *objectErrors, o *Object) {
 		validateService(oe, s)
 	case *discoveryv1.EndpointSlice:
 		validateEndpointSlice(oe, s)
+	case *trafficv1.TrafficStateSpec:
+		validateTrafficState(oe, s)
+	}
+	if v, ok := o.Annotations[trafficv1.KeepaliveShareAnnotation]; ok {
+		if f, err := strconv.ParseFloat(v, 64); err != nil || f <= 0 || f >= 1 {
+			oe.add(key("metadata.annotations", trafficv1.KeepaliveShareAnnotation), "keepalive share %q must be a fraction between 0 and 1, e.g. \"0.01\"", v)
+		}
+	}
+}
+
+func validateTrafficState(oe *objectErrors, s *trafficv1.TrafficStateSpec) {
+	if s.Host == "" || !isDNSSubdomain(s.Host) {
+		oe.add("spec.host", "host %q must be a service hostname", s.Host)
+	}
+	switch s.State {
+	case trafficv1.StateRunning, trafficv1.StateKeepalive:
+	default:
+		oe.add("spec.state", "state %q must be %q or %q", s.State, trafficv1.StateRunning, trafficv1.StateKeepalive)
 	}
 }
 

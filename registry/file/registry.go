@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,8 @@ type Registry struct {
 	shard   *model.Shard
 	log     *slog.Logger
 	running atomic.Bool
+	// trafficMu serialises SetTrafficState's rewrites of the state file.
+	trafficMu sync.Mutex
 
 	// The fields below are owned by the goroutine running Run.
 
