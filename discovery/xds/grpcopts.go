@@ -9,7 +9,7 @@ import (
 
 // GRPCServerOptions are the transport settings for xDS ports. Per-connection
 // buffers dominate memory with thousands of idle proxies, so they are small
-// and the write buffer is shared (released between writes).
+// and gRPC shares write buffers between writes (its default).
 func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		CodecOption(),
@@ -17,7 +17,6 @@ func GRPCServerOptions() []grpc.ServerOption {
 		grpc.MaxRecvMsgSize(4 << 20),
 		grpc.ReadBufferSize(8 << 10),
 		grpc.WriteBufferSize(8 << 10),
-		grpc.SharedWriteBuffer(true),
 		grpc.InitialWindowSize(1 << 20),
 		grpc.InitialConnWindowSize(1 << 20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),

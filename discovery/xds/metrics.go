@@ -2,6 +2,7 @@ package xds
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // Metrics are the server's Prometheus metrics, named as Istio names them
@@ -77,6 +78,6 @@ func newMetrics(marshals, hits, misses, translateErrors func() float64) *Metrics
 	r.MustRegister(m.Connections, m.Pushes, m.Rejects, m.PushTime, m.Convergence, m.QueueTime, m.ConfigSize,
 		m.PushTriggers, m.DebounceTime, m.Services, m.ConfigErrors, m.ExpiredNonce, m.InboundUpdates,
 		m.Marshals, m.CacheHits, m.CacheMisses, m.StuckStreams, m.RejectedStreams, m.TranslateErrors, m.SnapshotVersion,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
