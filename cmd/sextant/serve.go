@@ -36,6 +36,7 @@ type serveOptions struct {
 	keepaliveShare float64
 	registryOnly   bool
 	drainWindow    time.Duration
+	newStreamsRate int
 }
 
 func newRootCommand() *cobra.Command {
@@ -82,6 +83,7 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	f.Float64Var(&o.keepaliveShare, "keepalive-share", 0.01, "share of a service's traffic its keepalive endpoints get")
 	f.BoolVar(&o.registryOnly, "outbound-registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
 	f.DurationVar(&o.drainWindow, "drain-window", 5*time.Second, "on SIGTERM, spread closing proxy streams over this window")
+	f.IntVar(&o.newStreamsRate, "max-new-streams-per-second", 1000, "admit new xDS streams at this rate; the rest wait up to 10s, then get RESOURCE_EXHAUSTED")
 	return cmd
 }
 
@@ -124,14 +126,15 @@ func runServe(ctx context.Context, o *serveOptions) error {
 
 	host, _ := os.Hostname()
 	srv := xds.New(agg, xds.Options{
-		Logger:          log,
-		Mesh:            mesh,
-		DebounceAfter:   o.debounceAfter,
-		DebounceMax:     o.debounceMax,
-		PushConcurrency: o.pushThrottle,
-		SendTimeout:     o.sendTimeout,
-		InstanceID:      host,
-		AdminToken:      os.Getenv("SEXTANT_ADMIN_TOKEN"),
+		Logger:              log,
+		Mesh:                mesh,
+		DebounceAfter:       o.debounceAfter,
+		DebounceMax:         o.debounceMax,
+		PushConcurrency:     o.pushThrottle,
+		SendTimeout:         o.sendTimeout,
+		InstanceID:          host,
+		AdminToken:          os.Getenv("SEXTANT_ADMIN_TOKEN"),
+		NewStreamsPerSecond: o.newStreamsRate,
 		SetTraffic: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
 			set, ok := setters[registry]
 			if !ok {

@@ -203,6 +203,15 @@ func (s *Server) serve(sctx context.Context, delta bool, recv func() (*request, 
 	case <-ctx.Done():
 		return context.Cause(ctx)
 	}
+	// Admission: a new stream costs a full initial push; pace them so a
+	// reconnect storm leaves room for pushes to connected proxies.
+	actx, acancel := context.WithTimeout(ctx, s.opts.AdmissionWait)
+	err = s.admission.Wait(actx)
+	acancel()
+	if err != nil {
+		s.metrics.RejectedStreams.WithLabelValues("admission").Inc()
+		return status.Error(codes.ResourceExhausted, "too many new xDS streams; retry with backoff")
+	}
 	c := &Connection{
 		s:           s,
 		id:          p.Name + "-" + strconv.FormatUint(s.connID.Add(1), 10),

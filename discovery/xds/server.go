@@ -11,6 +11,7 @@ import (
 	"time"
 
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
 	"github.com/sextant-mesh/sextant/discovery/translate"
@@ -38,6 +39,12 @@ type Options struct {
 	SetTraffic TrafficSetter
 	// AdminToken, if set, lets non-loopback callers use write APIs.
 	AdminToken string
+	// NewStreamsPerSecond admits new streams at this rate (burst of the
+	// same size); a stream that cannot be admitted within AdmissionWait is
+	// refused with ResourceExhausted, so a reconnect storm cannot starve
+	// pushes to connected proxies. 0 means 1,000.
+	NewStreamsPerSecond int
+	AdmissionWait       time.Duration
 }
 
 func (o *Options) defaults() {
@@ -65,6 +72,12 @@ func (o *Options) defaults() {
 	if o.PushLogSize <= 0 {
 		o.PushLogSize = 100
 	}
+	if o.NewStreamsPerSecond <= 0 {
+		o.NewStreamsPerSecond = 1000
+	}
+	if o.AdmissionWait <= 0 {
+		o.AdmissionWait = 10 * time.Second
+	}
 }
 
 // pushState is what every connection pushes from: one snapshot and its
@@ -90,7 +103,8 @@ type Server struct {
 	conns  map[string]*Connection
 	connID atomic.Uint64
 
-	sem chan struct{}
+	sem       chan struct{}
+	admission *rate.Limiter
 
 	pushSeq atomic.Uint64
 	logMu   sync.Mutex
@@ -103,13 +117,14 @@ type Server struct {
 func New(agg *model.Aggregator, opts Options) *Server {
 	opts.defaults()
 	s := &Server{
-		opts:  opts,
-		log:   opts.Logger,
-		agg:   agg,
-		cache: translate.NewCache(),
-		ready: make(chan struct{}),
-		conns: map[string]*Connection{},
-		sem:   make(chan struct{}, opts.PushConcurrency),
+		opts:      opts,
+		log:       opts.Logger,
+		agg:       agg,
+		cache:     translate.NewCache(),
+		ready:     make(chan struct{}),
+		conns:     map[string]*Connection{},
+		sem:       make(chan struct{}, opts.PushConcurrency),
+		admission: rate.NewLimiter(rate.Limit(opts.NewStreamsPerSecond), opts.NewStreamsPerSecond),
 	}
 	s.metrics = newMetrics(
 		func() float64 { return float64(s.cache.Stats().Marshals) },

@@ -37,6 +37,8 @@ type Env struct {
 type Options struct {
 	DebounceAfter time.Duration
 	Mesh          model.MeshConfig
+	// Server, if set, adjusts the xDS server options.
+	Server func(*xds.Options)
 }
 
 // Start runs Sextant on dir until the test ends.
@@ -51,13 +53,17 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	}
 	agg := model.NewAggregator()
 	reg := file.New(dir, agg.NewShard("file"), log)
-	srv := xds.New(agg, xds.Options{Logger: log, DebounceAfter: o.DebounceAfter, DebounceMax: time.Second, Mesh: o.Mesh,
+	xo := xds.Options{Logger: log, DebounceAfter: o.DebounceAfter, DebounceMax: time.Second, Mesh: o.Mesh,
 		SetTraffic: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
 			if registry != file.RegistryName {
 				return fmt.Errorf("registry %q cannot change traffic states", registry)
 			}
 			return reg.SetTrafficState(ctx, namespace, host, selector, state)
-		}})
+		}}
+	if o.Server != nil {
+		o.Server(&xo)
+	}
+	srv := xds.New(agg, xo)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

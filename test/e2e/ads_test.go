@@ -20,6 +20,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/api/debug"
 	"github.com/sextant-mesh/sextant/discovery/translate"
+	"github.com/sextant-mesh/sextant/discovery/xds"
 	"github.com/sextant-mesh/sextant/internal/adsclient"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 )
@@ -337,4 +338,46 @@ func TestResumeSendsNothing(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestAdmissionSheds: beyond the admission rate, new streams wait, then are
+// refused with RESOURCE_EXHAUSTED, while connected proxies keep working.
+func TestAdmissionSheds(t *testing.T) {
+	dir := t.TempDir()
+	testenv.WriteFile(t, dir+"/mesh.yaml", meshYAML)
+	env := testenv.Start(t, dir, testenv.Options{Server: func(o *xds.Options) {
+		o.NewStreamsPerSecond = 1
+		o.AdmissionWait = 100 * time.Millisecond
+	}})
+	cc := dial(t, env.Addr)
+	first := startClient(t, cc, "first", "grpc", adsclient.Options{})
+	waitResources(t, first, translate.ClusterType, 5)
+	var refused int
+	for i := range 3 {
+		c := startClient(t, cc, fmt.Sprintf("storm-%d", i), "grpc", adsclient.Options{})
+		select {
+		case <-c.Done():
+			if status.Code(c.Err()) == codes.ResourceExhausted {
+				refused++
+			}
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if refused == 0 {
+		t.Error("no stream was refused beyond the admission rate")
+	}
+	if m := env.Get(t, "/metrics"); !strings.Contains(m, `sextant_xds_rejected_streams_total{reason="admission"}`) {
+		t.Error("refusals not counted")
+	}
+	// The admitted proxy still gets pushes.
+	env.WriteFile(t, "more.yaml", `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: more, namespace: default}
+spec:
+  hosts: [more.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.3.0.9}]
+`)
+	waitResources(t, first, translate.ClusterType, 6)
 }
