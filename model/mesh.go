@@ -16,6 +16,13 @@ type MeshConfig struct {
 	// KeepaliveShare is the fraction of a service's traffic that its
 	// keepalive endpoints get together (default 0.01).
 	KeepaliveShare float64
+	// DisableAutoMTLS turns off Istio's auto mTLS (enableAutoMtls=false):
+	// clients then use mTLS only where a DestinationRule says ISTIO_MUTUAL.
+	DisableAutoMTLS bool
+	// SDSOverADS makes sidecars fetch the workload certificate (default)
+	// and trust bundle (ROOTCA) from Sextant over ADS instead of from
+	// istio-agent's local SDS server (the Istio default).
+	SDSOverADS bool
 }
 
 // DefaultMeshConfig returns Istio's defaults.
@@ -32,8 +39,12 @@ func DefaultMeshConfig() MeshConfig {
 func (m MeshConfig) Hash() uint64 {
 	h := &Hasher{}
 	h.Str(m.TrustDomain).Str(m.RootNamespace).U64(uint64(m.ConnectTimeout)).F64(m.KeepaliveShare)
-	if m.OutboundRegistryOnly {
-		h.U64(1)
+	for _, b := range []bool{m.OutboundRegistryOnly, m.DisableAutoMTLS, m.SDSOverADS} {
+		if b {
+			h.U64(1)
+		} else {
+			h.U64(0)
+		}
 	}
 	return h.Sum()
 }

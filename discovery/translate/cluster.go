@@ -48,7 +48,9 @@ func (c *Context) clusters(p *proxy.Proxy, services []*model.Service) []*Resourc
 		if p.Generator == proxy.GenGRPC && svc.Resolution == model.Passthrough {
 			continue // gRPC has no original-destination clusters.
 		}
-		base := (&model.Hasher{}).Str(gen).U64(c.Snap.ServiceHash(svc.Hostname)).U64(drHash).U64(c.meshHash).Sum()
+		// The destination's identities are the SANs mTLS accepts.
+		sans := serviceAccounts(c.Mesh, svc, c.Snap.Endpoints(svc.Hostname))
+		base := (&model.Hasher{}).Str(gen).U64(c.Snap.ServiceHash(svc.Hostname)).U64(drHash).U64(c.meshHash).Strs(sans).Sum()
 		for _, port := range svc.Ports {
 			subsets := []string{""}
 			for _, ss := range dr.GetSubsets() {
@@ -58,7 +60,7 @@ func (c *Context) clusters(p *proxy.Proxy, services []*model.Service) []*Resourc
 				name := ClusterName(port.Number, subset, svc.Hostname)
 				port, subset := port, subset
 				res, err := c.cache.get(c.gen, ClusterType, name, base, func() proto.Message {
-					return buildCluster(p.Generator, name, svc, port, subset, dr, c.Mesh, c.Snap.Endpoints(svc.Hostname))
+					return buildCluster(p.Generator, name, svc, port, subset, dr, c.Mesh, c.Snap.Endpoints(svc.Hostname), sans)
 				})
 				c.addErr(err)
 				if res != nil {
@@ -149,7 +151,7 @@ func effectivePolicy(dr *networking.DestinationRule, port uint32, subset string)
 	return pol
 }
 
-func buildCluster(gen proxy.Generator, name string, svc *model.Service, port model.Port, subset string, dr *networking.DestinationRule, mesh model.MeshConfig, eps *model.EndpointSet) *clusterv3.Cluster {
+func buildCluster(gen proxy.Generator, name string, svc *model.Service, port model.Port, subset string, dr *networking.DestinationRule, mesh model.MeshConfig, eps *model.EndpointSet, sans []string) *clusterv3.Cluster {
 	pol := effectivePolicy(dr, port.Number, subset)
 	cl := &clusterv3.Cluster{Name: name}
 	if gen == proxy.GenEnvoy {
@@ -186,6 +188,9 @@ func buildCluster(gen proxy.Generator, name string, svc *model.Service, port mod
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAnyOf(ctx)},
 		}
 	}, gen, pol.tls)
+	if !svc.MeshExternal {
+		applyMeshTLS(cl, gen, pol, mesh, port, subset, svc.Hostname, sans)
+	}
 	if gen == proxy.GenEnvoy {
 		// Keepalive endpoints travel in their own localities with a share of
 		// the locality weight; Envoy only honours locality weights with this.

@@ -39,6 +39,7 @@ func lbEndpoint(addr string, port uint32, ep *model.Endpoint) *endpointv3.LbEndp
 		LoadBalancingWeight: wrapperspb.UInt32(1),
 	}
 	if ep != nil {
+		lb.Metadata = endpointMetadata(ep)
 		lb.LoadBalancingWeight = wrapperspb.UInt32(weightOf(ep))
 		switch ep.Health {
 		case model.Unhealthy:

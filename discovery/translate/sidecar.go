@@ -238,11 +238,13 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 	}
 	add(&ls, ListenerType, VirtualOutbound, c.meshHash, func() proto.Message { return virtualOutboundListener(c.Mesh) })
 	ports := c.workloadPorts(p)
+	modes, modesHash := c.inboundModes(p, ports)
 	ih := &model.Hasher{}
+	ih.U64(modesHash).U64(c.meshHash)
 	for _, ip := range ports {
 		ih.U64(uint64(ip.port)).Str(string(ip.protocol))
 	}
-	add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message { return virtualInboundListener(ports) })
+	add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message { return virtualInboundListener(c.Mesh, ports, modes) })
 	return ls, rs
 }
 
@@ -513,11 +515,11 @@ func virtualOutboundListener(mesh model.MeshConfig) *listenerv3.Listener {
 	}
 }
 
-// virtualInboundListener has a filter chain per inbound port of the
+// virtualInboundListener has filter chains per inbound port of the
 // workload (HTTP through an inline route to inbound|port||, TCP straight
-// through) and a passthrough chain for every other port. mTLS chains
-// (PeerAuthentication) come with the CA.
-func virtualInboundListener(ports []inboundPortInfo) *listenerv3.Listener {
+// through), shaped by PeerAuthentication (see inboundChains), and a
+// passthrough chain for every other port.
+func virtualInboundListener(mesh model.MeshConfig, ports []inboundPortInfo, modes map[uint32]mtlsMode) *listenerv3.Listener {
 	l := &listenerv3.Listener{
 		Name:             VirtualInbound,
 		Address:          socketAddress("0.0.0.0", inboundPort),
@@ -530,12 +532,11 @@ func virtualInboundListener(ports []inboundPortInfo) *listenerv3.Listener {
 	}
 	for _, ip := range ports {
 		cluster := InboundClusterName(ip.port)
-		fc := &listenerv3.FilterChain{
-			Name:             cluster,
-			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(ip.port)},
-		}
-		if ip.protocol.IsHTTP() {
-			fc.Filters = []*listenerv3.Filter{hcmFilter(&hcmv3.HttpConnectionManager{
+		filters := func() []*listenerv3.Filter {
+			if !ip.protocol.IsHTTP() {
+				return []*listenerv3.Filter{tcpProxyFilter(cluster, tcpToCluster(cluster))}
+			}
+			return []*listenerv3.Filter{hcmFilter(&hcmv3.HttpConnectionManager{
 				StatPrefix: cluster,
 				RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
 					Name:             cluster,
@@ -555,10 +556,8 @@ func virtualInboundListener(ports []inboundPortInfo) *listenerv3.Listener {
 				}},
 				HttpFilters: httpFilters(),
 			})}
-		} else {
-			fc.Filters = []*listenerv3.Filter{tcpProxyFilter(cluster, tcpToCluster(cluster))}
 		}
-		l.FilterChains = append(l.FilterChains, fc)
+		l.FilterChains = append(l.FilterChains, inboundChains(mesh, ip.port, modes[ip.port], ip.protocol.IsHTTP(), filters)...)
 	}
 	l.DefaultFilterChain = &listenerv3.FilterChain{
 		Name:    "PassthroughFilterChain",
