@@ -30,14 +30,20 @@ const (
 // routeInputs hashes everything the routes of (svc, port) depend on for p,
 // so routes can be cached across snapshots.
 func (c *Context) routeInputs(p *proxy.Proxy, svc *model.Service, vs *model.Config) uint64 {
+	// The proxy's namespace matters only through what it selects (the
+	// VirtualService and DestinationRules, hashed below) and sourceNamespace
+	// matches; proxies of every namespace share routes otherwise.
 	h := &model.Hasher{}
-	h.Str(string(p.Generator)).Str(p.Namespace).U64(c.Snap.ServiceHash(svc.Hostname)).U64(c.meshHash)
+	h.Str(string(p.Generator)).U64(c.Snap.ServiceHash(svc.Hostname)).U64(c.meshHash)
 	if vs == nil {
 		return h.Sum()
 	}
 	h.U64(vs.Hash)
 	if c.Snap.LabelsMatter() {
 		h.Str(p.LabelsKey())
+	}
+	if usesSourceNamespace(vs.Spec.(*networking.VirtualService)) {
+		h.Str(p.Namespace)
 	}
 	// Destination services decide cluster names (their ports) and hash
 	// policies (their DestinationRules).
@@ -52,6 +58,24 @@ func (c *Context) routeInputs(p *proxy.Proxy, svc *model.Service, vs *model.Conf
 		}
 	}
 	return h.Sum()
+}
+
+func usesSourceNamespace(vs *networking.VirtualService) bool {
+	for _, r := range vs.GetHttp() {
+		for _, m := range r.GetMatch() {
+			if m.GetSourceNamespace() != "" {
+				return true
+			}
+		}
+	}
+	for _, r := range vs.GetTcp() {
+		for _, m := range r.GetMatch() {
+			if m.GetSourceNamespace() != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (c *Context) hashDest(h *model.Hasher, p *proxy.Proxy, d *networking.Destination, ns string, seen map[string]bool) {

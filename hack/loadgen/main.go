@@ -14,6 +14,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -46,6 +47,10 @@ type config struct {
 	connectRate                           int
 	changeInterval                        time.Duration
 	heapProfile                           string
+	changeKind                            string
+	scoped                                bool
+	churnRate                             float64
+	churnDuration                         time.Duration
 }
 
 func main() {
@@ -63,6 +68,10 @@ func main() {
 	flag.IntVar(&c.connectRate, "connect-rate", 0, "new streams per second (0 = all at once: a connect storm)")
 	flag.DurationVar(&c.changeInterval, "change-interval", 0, "with >0, changes are sent at this interval without waiting for convergence (churn)")
 	flag.StringVar(&c.heapProfile, "heap-profile", "", "write the server's heap profile (after connecting) to this file")
+	flag.StringVar(&c.changeKind, "change-kind", "endpoint", "what each change does: endpoint (move one endpoint) or vs (change one VirtualService: a full push)")
+	flag.BoolVar(&c.scoped, "scoped", false, "give every namespace a Sidecar importing only its own namespace")
+	flag.Float64Var(&c.churnRate, "churn-rate", 0, "after the measured changes, move endpoints at this many events per second")
+	flag.DurationVar(&c.churnDuration, "churn-duration", 20*time.Second, "how long churn runs")
 	flag.Parse()
 	if err := run(c); err != nil {
 		log.Fatal(err)
@@ -84,6 +93,9 @@ func run(c config) error {
 		return err
 	}
 	if err := writeMesh(meshDir, c.services, c.endpoints, 0); err != nil {
+		return err
+	}
+	if err := writeExtras(meshDir, c, 0); err != nil {
 		return err
 	}
 	bin := c.serverBin
@@ -179,21 +191,34 @@ func run(c config) error {
 	for n := 1; n <= c.changes; n++ {
 		m0 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
 		t0 := time.Now()
-		if err := writeMesh(meshDir, c.services, c.endpoints, n); err != nil {
+		want := translate.EndpointType
+		if c.changeKind == "vs" {
+			want = translate.RouteType
+			if err := writeExtras(meshDir, c, n); err != nil {
+				return err
+			}
+		} else if err := writeMesh(meshDir, c.services, c.endpoints, n); err != nil {
 			return err
 		}
-		lat := waitAllSince(clients, translate.EndpointType, t0, c.timeout)
+		lat := waitAllSince(clients, want, t0, c.timeout)
 		m1 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
 		all = append(all, lat...)
-		fmt.Printf("change %d: %d/%d proxies got the new endpoint; convergence p50 %v p99 %v max %v; marshals %v\n",
-			n, len(lat), c.proxies, pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0)
+		last := lastPush("http://" + monAddr)
+		fmt.Printf("change %d (%s): %d/%d proxies got it; convergence p50 %v p99 %v max %v; marshals %v; push: full=%v sent to %d proxies, %d resources, %d bytes\n",
+			n, c.changeKind, len(lat), c.proxies, pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes)
 		if c.changeInterval > 0 {
 			time.Sleep(c.changeInterval)
 		} else {
 			time.Sleep(300 * time.Millisecond)
 		}
 	}
+	if c.churnRate > 0 {
+		if err := churn(c, meshDir, "http://"+monAddr); err != nil {
+			return err
+		}
+	}
 	cpu1 := cpuSeconds(srv.Process.Pid)
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
 	fmt.Printf("overall: convergence p50 %v p99 %v max %v over %d samples; server CPU %.2fs; RSS %.1f MiB\n",
 		pct(all, 50), pct(all, 99), pct(all, 100), len(all), cpu1-cpu0, rss(srv.Process.Pid))
 	pl, _ := httpGet("http://" + monAddr + "/metrics")
@@ -230,6 +255,96 @@ func writeMesh(dir string, services, endpoints, g int) error {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(dir, "mesh.yaml"))
+}
+
+// writeExtras writes a VirtualService for svc-0 (generation g sets its
+// timeout, so each generation is a config change) and, with -scoped, a
+// Sidecar per namespace.
+func writeExtras(dir string, c config, g int) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: svc-0, namespace: ns0}\nspec:\n  hosts: [svc-0.ns0.svc.cluster.local]\n  http:\n  - route: [{destination: {host: svc-0.ns0.svc.cluster.local}}]\n    timeout: %ds\n", 10+g)
+	if c.scoped {
+		for ns := range 10 {
+			fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: ns%d}\nspec:\n  egress:\n  - hosts: [\"./*\"]\n", ns)
+		}
+	}
+	tmp := filepath.Join(dir, ".extras.yaml.tmp")
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, "extras.yaml"))
+}
+
+type pushRecord struct {
+	ID          uint64        `json:"id"`
+	Full        bool          `json:"full"`
+	Sent        int           `json:"sent"`
+	Resources   int           `json:"resources"`
+	Bytes       int           `json:"bytes"`
+	Converged   *time.Time    `json:"converged"`
+	ConvergedIn time.Duration `json:"convergedInNanos"`
+}
+
+func pushLog(mon string) []pushRecord {
+	resp, err := http.Get(mon + "/debug/push_log")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var out []pushRecord
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return out
+}
+
+func lastPush(mon string) pushRecord {
+	l := pushLog(mon)
+	if len(l) == 0 {
+		return pushRecord{}
+	}
+	return l[len(l)-1]
+}
+
+// churn moves endpoints at churnRate events per second for churnDuration
+// (each event a separate file write, as a registry would see them) and
+// reports the server-measured convergence of the pushes they caused: from
+// the first change merged into a push until every proxy ACKed it.
+func churn(c config, meshDir, mon string) error {
+	first := lastPush(mon).ID
+	interval := time.Duration(float64(time.Second) / c.churnRate)
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	end := time.Now().Add(c.churnDuration)
+	events := 0
+	for g := 1000; time.Now().Before(end); g++ {
+		<-tick.C
+		if err := writeMesh(meshDir, c.services, c.endpoints, g); err != nil {
+			return err
+		}
+		events++
+	}
+	time.Sleep(2 * time.Second)
+	var conv []time.Duration
+	var pushes, unconverged int
+	var firstHalf, secondHalf []time.Duration
+	for _, r := range pushLog(mon) {
+		if r.ID <= first {
+			continue
+		}
+		pushes++
+		if r.Converged == nil {
+			unconverged++
+			continue
+		}
+		conv = append(conv, r.ConvergedIn)
+	}
+	half := len(conv) / 2
+	firstHalf, secondHalf = append(firstHalf, conv[:half]...), append(secondHalf, conv[half:]...)
+	for _, l := range [][]time.Duration{conv, firstHalf, secondHalf} {
+		sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
+	}
+	fmt.Printf("churn: %d endpoint events at %.0f/s over %v → %d pushes (%d not converged); convergence p50 %v p99 %v max %v; first half p99 %v, second half p99 %v (no backlog growth if similar)\n",
+		events, c.churnRate, c.churnDuration, pushes, unconverged, pct(conv, 50), pct(conv, 99), pct(conv, 100), pct(firstHalf, 99), pct(secondHalf, 99))
+	return nil
 }
 
 func freeAddr() string {
