@@ -60,7 +60,11 @@ func (c *Context) clusters(p *proxy.Proxy, services []*model.Service) []*Resourc
 				name := ClusterName(port.Number, subset, svc.Hostname)
 				port, subset := port, subset
 				res, err := c.cache.get(c.gen, ClusterType, name, base, func() proto.Message {
-					return buildCluster(p.Generator, name, svc, port, subset, dr, c.Mesh, c.Snap.Endpoints(svc.Hostname), sans)
+					cl := buildCluster(p.Generator, name, svc, port, subset, dr, c.Mesh, c.Snap.Endpoints(svc.Hostname), sans)
+					if drc != nil {
+						cl.Metadata = istioConfigMetadata("destination-rule", drc.Key)
+					}
+					return cl
 				})
 				c.addErr(err)
 				if res != nil {

@@ -13,6 +13,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
@@ -171,7 +172,7 @@ func defaultRetryPolicy() *routev3.RetryPolicy {
 }
 
 func (c *Context) buildRoute(p *proxy.Proxy, svc *model.Service, port model.Port, vs *model.Config, r *networking.HTTPRoute, m *networking.HTTPMatchRequest, grpc bool) *routev3.Route {
-	rt := &routev3.Route{Name: r.GetName(), Match: routeMatch(m, grpc)}
+	rt := &routev3.Route{Name: r.GetName(), Match: routeMatch(m, grpc), Metadata: istioConfigMetadata("virtual-service", vs.Key)}
 	if m != nil && m.GetName() != "" {
 		if rt.Name != "" {
 			rt.Name += "." + m.GetName()
@@ -299,6 +300,16 @@ func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Por
 		}
 	}
 	return action
+}
+
+// istioConfigMetadata names the Istio object a resource came from, in
+// Istio's form (filter_metadata istio.config), which istioctl and
+// sextantctl read to fill their DESTINATION RULE and VIRTUAL SERVICE columns.
+func istioConfigMetadata(kind string, k model.ConfigKey) *corev3.Metadata {
+	md, _ := structpb.NewStruct(map[string]any{
+		"config": "/apis/networking.istio.io/v1/namespaces/" + k.Namespace + "/" + kind + "/" + k.Name,
+	})
+	return &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"istio": md}}
 }
 
 // RouteError is a piece of routing config skipped during translation.
