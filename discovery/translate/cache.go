@@ -61,6 +61,16 @@ func (r *Resource) anyOffset() int {
 	return n + m
 }
 
+// NewResource marshals a resource that is not shared through the cache
+// (per-proxy SDS secrets) into the same wire form.
+func NewResource(typeURL, name string, msg proto.Message) (*Resource, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s %q: %w", shortType(typeURL), name, err)
+	}
+	return newResource(typeURL, name, b, msg), nil
+}
+
 // newResource encodes a marshalled resource once, in the wire form
 // responses are assembled from.
 func newResource(typeURL, name string, value []byte, msg proto.Message) *Resource {

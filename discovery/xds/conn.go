@@ -87,7 +87,13 @@ type Connection struct {
 	holds    map[*PushRecord]int
 	nonceSeq uint64
 	prefix   string
+	// identity is set on the secure port; secrets are issued for it.
+	identity *Identity
+	secrets  secretState
 }
+
+// Identity returns the authenticated identity (nil on the plaintext port).
+func (c *Connection) Identity() *Identity { return c.identity }
 
 // Proxy returns the connected proxy.
 func (c *Connection) Proxy() *proxy.Proxy { return c.proxy }
@@ -124,6 +130,15 @@ func (c *Connection) takePending() *PushRequest {
 
 // StreamAggregatedResources serves state-of-the-world ADS.
 func (s *Server) StreamAggregatedResources(stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return s.streamSotw(stream, false)
+}
+
+// DeltaAggregatedResources serves incremental (delta) ADS.
+func (s *Server) DeltaAggregatedResources(stream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return s.streamDelta(stream, false)
+}
+
+func (s *Server) streamSotw(stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesServer, secure bool) error {
 	recv := func() (*request, error) {
 		r, err := stream.Recv()
 		if err != nil {
@@ -136,11 +151,10 @@ func (s *Server) StreamAggregatedResources(stream discoverygrpc.AggregatedDiscov
 		}
 		return req, nil
 	}
-	return s.serve(stream.Context(), false, recv, func(c *Connection) { c.sendSotw, c.sendMsg = stream.Send, stream.SendMsg })
+	return s.serve(stream.Context(), false, secure, recv, func(c *Connection) { c.sendSotw, c.sendMsg = stream.Send, stream.SendMsg })
 }
 
-// DeltaAggregatedResources serves incremental (delta) ADS.
-func (s *Server) DeltaAggregatedResources(stream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+func (s *Server) streamDelta(stream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, secure bool) error {
 	recv := func() (*request, error) {
 		r, err := stream.Recv()
 		if err != nil {
@@ -154,10 +168,10 @@ func (s *Server) DeltaAggregatedResources(stream discoverygrpc.AggregatedDiscove
 		}
 		return req, nil
 	}
-	return s.serve(stream.Context(), true, recv, func(c *Connection) { c.sendDelta, c.sendMsg = stream.Send, stream.SendMsg })
+	return s.serve(stream.Context(), true, secure, recv, func(c *Connection) { c.sendDelta, c.sendMsg = stream.Send, stream.SendMsg })
 }
 
-func (s *Server) serve(sctx context.Context, delta bool, recv func() (*request, error), bind func(*Connection)) error {
+func (s *Server) serve(sctx context.Context, delta, secure bool, recv func() (*request, error), bind func(*Connection)) error {
 	if s.draining.Load() {
 		s.metrics.RejectedStreams.WithLabelValues("draining").Inc()
 		return status.Error(codes.Unavailable, "control plane is draining; reconnect to another replica")
@@ -196,6 +210,12 @@ func (s *Server) serve(sctx context.Context, delta bool, recv func() (*request, 
 		s.metrics.RejectedStreams.WithLabelValues("bad_node").Inc()
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
+	var identity *Identity
+	if secure {
+		if identity, err = s.authenticate(sctx, p); err != nil {
+			return err
+		}
+	}
 	// Streams are accepted at once but served only after every registry
 	// finished its initial sync: never a partial or empty config.
 	select {
@@ -223,6 +243,7 @@ func (s *Server) serve(sctx context.Context, delta bool, recv func() (*request, 
 		watches:     map[string]*watch{},
 		holds:       map[*PushRecord]int{},
 		prefix:      randomPrefix(),
+		identity:    identity,
 	}
 	if pr, ok := peer.FromContext(sctx); ok {
 		c.peer = pr.Addr.String()
@@ -478,7 +499,7 @@ func (c *Connection) push(req *PushRequest) error {
 		if w == nil {
 			continue
 		}
-		if req.Full {
+		if req.Full || (req.Secrets && t == translate.SecretType) {
 			sends = append(sends, c.prepareLocked(w, nil, "")...)
 			continue
 		}
@@ -561,8 +582,11 @@ func (c *Connection) sendWithTimeout(fn func() error) error {
 
 // lookup returns the current resource of a type by name for this proxy.
 func (c *Connection) lookup(st *pushState, typeURL, name string) *translate.Resource {
-	if typeURL == translate.EndpointType {
+	switch typeURL {
+	case translate.EndpointType:
 		return st.tctx.Endpoint(c.proxy, name)
+	case translate.SecretType:
+		return c.secretLocked(name)
 	}
 	return st.tctx.Resources(c.proxy, typeURL).Get(name)
 }
@@ -577,7 +601,8 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 	}
 	built := time.Now()
 	known := w.typeURL == translate.ClusterType || w.typeURL == translate.EndpointType ||
-		w.typeURL == translate.ListenerType || w.typeURL == translate.RouteType
+		w.typeURL == translate.ListenerType || w.typeURL == translate.RouteType ||
+		(w.typeURL == translate.SecretType && !w.wildcard)
 	if !known {
 		// Types Sextant does not serve on this port: answer wildcard
 		// requests with an empty set so clients do not wait.
@@ -831,7 +856,7 @@ func (c *Connection) Sent(typeURL string) []proto.Message {
 	}
 	var out []proto.Message
 	for _, r := range c.sentLocked(w) {
-		out = append(out, r.Msg)
+		out = append(out, redact(r.Msg))
 	}
 	return out
 }

@@ -27,11 +27,16 @@ func (c *Connection) handleDebug(r *request) error {
 	if r.nonce != "" || r.hasError {
 		return nil // ACKs of debug responses need no answer.
 	}
+	// On the secure port, callers outside the root namespace see only the
+	// proxies of their own namespace, as istiod does.
+	visible := func(conn *Connection) bool {
+		return c.identity == nil || c.identity.Namespace == c.s.opts.Mesh.RootNamespace || conn.proxy.Namespace == c.identity.Namespace
+	}
 	var res []*anypb.Any
 	switch r.typeURL {
 	case DebugSyncz:
 		for _, conn := range c.s.Connections() {
-			if !conn.proxy.HasProxyConfig {
+			if !conn.proxy.HasProxyConfig || !visible(conn) {
 				continue
 			}
 			if a, err := anypb.New(conn.ClientConfig(false)); err == nil {
@@ -41,7 +46,7 @@ func (c *Connection) handleDebug(r *request) error {
 	case DebugConfigDump:
 		for _, name := range append(r.names, r.subscribe...) {
 			for _, conn := range c.s.Connections() {
-				if conn.proxy.Name == name || conn.proxy.ID == name {
+				if (conn.proxy.Name == name || conn.proxy.ID == name) && visible(conn) {
 					if a, err := anypb.New(conn.ClientConfig(true)); err == nil {
 						res = append(res, a)
 					}

@@ -45,6 +45,13 @@ type Options struct {
 	// pushes to connected proxies. 0 means 1,000.
 	NewStreamsPerSecond int
 	AdmissionWait       time.Duration
+	// Authenticate authenticates streams on the secure port (RegisterSecure).
+	Authenticate Authenticator
+	// Secrets issues SDS secrets to authenticated proxies; nil disables SDS.
+	Secrets SecretSource
+	// SecretCheckInterval is how often certificates are checked for
+	// rotation. Default 10s.
+	SecretCheckInterval time.Duration
 }
 
 func (o *Options) defaults() {
@@ -77,6 +84,9 @@ func (o *Options) defaults() {
 	}
 	if o.AdmissionWait <= 0 {
 		o.AdmissionWait = 10 * time.Second
+	}
+	if o.SecretCheckInterval <= 0 {
+		o.SecretCheckInterval = 10 * time.Second
 	}
 }
 
@@ -177,6 +187,9 @@ func (s *Server) Snapshot() *model.Snapshot {
 // aggregator are merged until DebounceAfter passes without one, or
 // DebounceMax after the first, then one push goes out.
 func (s *Server) Run(ctx context.Context) error {
+	rotation := make(chan struct{})
+	go func() { defer close(rotation); s.runSecretRotation(ctx) }()
+	defer func() { <-rotation }()
 	// An initial build, so registries that synced before Run are served.
 	s.publish(time.Now())
 	var (
@@ -334,6 +347,8 @@ func (s *Server) pushAll(req *PushRequest) {
 type PushRequest struct {
 	// Full means config or services changed: every type is recomputed.
 	Full bool
+	// Secrets asks for SDS secrets due for rotation to be re-issued.
+	Secrets bool
 	// EDS names clusters whose endpoints changed (used when !Full).
 	EDS    map[string]bool
 	Reason string
@@ -346,7 +361,7 @@ func (r *PushRequest) merge(o *PushRequest) *PushRequest {
 	if r == nil {
 		return o
 	}
-	m := &PushRequest{Full: r.Full || o.Full, Start: r.Start, Reason: r.Reason, EDS: map[string]bool{}}
+	m := &PushRequest{Full: r.Full || o.Full, Secrets: r.Secrets || o.Secrets, Start: r.Start, Reason: r.Reason, EDS: map[string]bool{}}
 	if o.Start.Before(m.Start) {
 		m.Start = o.Start
 	}
