@@ -37,6 +37,7 @@ type serveOptions struct {
 	registryOnly   bool
 	drainWindow    time.Duration
 	newStreamsRate int
+	etcd           *etcdOptions
 }
 
 func newRootCommand() *cobra.Command {
@@ -83,6 +84,7 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	f.Float64Var(&o.keepaliveShare, "keepalive-share", 0.01, "share of a service's traffic its keepalive endpoints get")
 	f.BoolVar(&o.registryOnly, "outbound-registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
 	f.DurationVar(&o.drainWindow, "drain-window", 5*time.Second, "on SIGTERM, spread closing proxy streams over this window")
+	o.etcd = addEtcdFlags(f)
 	f.IntVar(&o.newStreamsRate, "max-new-streams-per-second", 1000, "admit new xDS streams at this rate; the rest wait up to 10s, then get RESOURCE_EXHAUSTED")
 	return cmd
 }
@@ -120,8 +122,13 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		runners = append(runners, reg.Run)
 		setters[file.RegistryName] = reg.SetTrafficState
 	}
+	if run, on, err := o.etcd.registry(agg, log); err != nil {
+		return err
+	} else if on {
+		runners = append(runners, run)
+	}
 	if len(runners) == 0 {
-		log.Warn("no registry configured (--config-dir); serving an empty mesh")
+		log.Warn("no registry configured (--config-dir, --etcd-endpoints); serving an empty mesh")
 	}
 
 	host, _ := os.Hostname()
