@@ -38,6 +38,8 @@ type serveOptions struct {
 	drainWindow    time.Duration
 	newStreamsRate int
 	etcd           *etcdOptions
+	secure         *secureOptions
+	sdsRotateAt    float64
 }
 
 func newRootCommand() *cobra.Command {
@@ -85,6 +87,8 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	f.BoolVar(&o.registryOnly, "outbound-registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
 	f.DurationVar(&o.drainWindow, "drain-window", 5*time.Second, "on SIGTERM, spread closing proxy streams over this window")
 	o.etcd = addEtcdFlags(f)
+	o.secure = addSecureFlags(f)
+	f.Float64Var(&o.sdsRotateAt, "sds-rotate-at", 0.5, "re-issue and push an SDS workload certificate when this share of its lifetime is left")
 	f.IntVar(&o.newStreamsRate, "max-new-streams-per-second", 1000, "admit new xDS streams at this rate; the rest wait up to 10s, then get RESOURCE_EXHAUSTED")
 	return cmd
 }
@@ -164,8 +168,23 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	srv.Register(gs)
 	reflection.Register(gs)
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	if o.caDir == "" {
-		log.Info("no --ca-dir: the secure port is not served", "secure-addr", o.secureAddr)
+	var sec *secureServer
+	if o.caDir != "" {
+		if o.sdsRotateAt <= 0 || o.sdsRotateAt >= 1 {
+			xdsLis.Close()
+			monLis.Close()
+			return fmt.Errorf("--sds-rotate-at %v: must be between 0 and 1", o.sdsRotateAt)
+		}
+		so := *o.secure
+		so.dir, so.addr, so.trustDomain = o.caDir, o.secureAddr, o.trustDomain
+		if sec, err = startSecure(ctx, so, srv.Metrics().Registry, log, srv.RegisterSecure); err != nil {
+			xdsLis.Close()
+			monLis.Close()
+			return err
+		}
+		srv.SetSecurity(sec.xdsSecurity(o.sdsRotateAt))
+	} else {
+		log.Info("no --ca-dir: the secure port (CA, SDS) is not served", "secure-addr", o.secureAddr)
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -175,6 +194,9 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		g.Go(func() error { return run(gctx) })
 	}
 	g.Go(func() error { return srv.Run(gctx) })
+	if sec != nil {
+		g.Go(func() error { return sec.Run(gctx) })
+	}
 	g.Go(func() error {
 		if err := gs.Serve(xdsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("xds server: %w", err)

@@ -43,6 +43,19 @@ type SecretSource interface {
 	WatchRoots() (<-chan struct{}, func())
 }
 
+// security is what SetSecurity installs.
+type security struct {
+	auth    Authenticator
+	secrets SecretSource
+}
+
+func (s *Server) secrets() SecretSource {
+	if sec := s.security.Load(); sec != nil {
+		return sec.secrets
+	}
+	return nil
+}
+
 // secretState is what one connection was issued.
 type secretState struct {
 	workload *translate.Resource
@@ -72,10 +85,11 @@ func (a *secureADS) DeltaAggregatedResources(stream discoverygrpc.AggregatedDisc
 
 // authenticate checks a secure-port stream and its node against each other.
 func (s *Server) authenticate(ctx context.Context, p *proxy.Proxy) (*Identity, error) {
-	if s.opts.Authenticate == nil {
+	sec := s.security.Load()
+	if sec == nil || sec.auth == nil {
 		return nil, status.Error(codes.Unauthenticated, "this server has no authenticator for the secure port")
 	}
-	id, err := s.opts.Authenticate(ctx)
+	id, err := sec.auth(ctx)
 	if err != nil {
 		s.metrics.RejectedStreams.WithLabelValues("unauthenticated").Inc()
 		return nil, status.Errorf(codes.Unauthenticated, "authentication failed: %v", err)
@@ -91,7 +105,7 @@ func (s *Server) authenticate(ctx context.Context, p *proxy.Proxy) (*Identity, e
 // secretLocked returns the current SDS resource for name, issuing or
 // rebuilding it when due. It needs an authenticated stream.
 func (c *Connection) secretLocked(name string) *translate.Resource {
-	src := c.s.opts.Secrets
+	src := c.s.secrets()
 	if c.identity == nil || src == nil {
 		return nil
 	}
@@ -149,7 +163,7 @@ func (c *Connection) secretsDue(now time.Time) bool {
 	if c.secrets.workload != nil && !now.Before(c.secrets.rotateAt) {
 		return true
 	}
-	if c.secrets.roots != nil && c.s.opts.Secrets != nil && !bytes.Equal(c.s.opts.Secrets.Roots(), c.secrets.rootsPEM) {
+	if src := c.s.secrets(); c.secrets.roots != nil && src != nil && !bytes.Equal(src.Roots(), c.secrets.rootsPEM) {
 		return true
 	}
 	return false
@@ -158,19 +172,32 @@ func (c *Connection) secretsDue(now time.Time) bool {
 // runSecretRotation pushes renewed certificates before they expire and new
 // trust bundles when the roots change, without the proxy asking.
 func (s *Server) runSecretRotation(ctx context.Context) {
-	if s.opts.Secrets == nil {
-		return
-	}
-	rootsChanged, stop := s.opts.Secrets.WatchRoots()
-	defer stop()
 	t := time.NewTicker(s.opts.SecretCheckInterval)
 	defer t.Stop()
+	var rootsChanged <-chan struct{}
+	var watched SecretSource
+	defer func() {
+		if s.stopRootsWatch != nil {
+			s.stopRootsWatch()
+		}
+	}()
 	for {
+		// The secret source may be installed after Run started.
+		if src := s.secrets(); src != nil && src != watched {
+			if s.stopRootsWatch != nil {
+				s.stopRootsWatch()
+			}
+			watched = src
+			rootsChanged, s.stopRootsWatch = src.WatchRoots()
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-rootsChanged:
+		}
+		if watched == nil {
+			continue
 		}
 		now := time.Now()
 		var due []*Connection

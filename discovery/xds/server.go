@@ -121,6 +121,10 @@ type Server struct {
 	pushLog []*PushRecord
 
 	draining atomic.Bool
+
+	// security holds the secure port's authenticator and SDS source.
+	security       atomic.Pointer[security]
+	stopRootsWatch func() // owned by runSecretRotation
 }
 
 // New returns a server reading the model from agg.
@@ -136,6 +140,9 @@ func New(agg *model.Aggregator, opts Options) *Server {
 		sem:       make(chan struct{}, opts.PushConcurrency),
 		admission: rate.NewLimiter(rate.Limit(opts.NewStreamsPerSecond), opts.NewStreamsPerSecond),
 	}
+	if opts.Authenticate != nil || opts.Secrets != nil {
+		s.security.Store(&security{auth: opts.Authenticate, secrets: opts.Secrets})
+	}
 	s.metrics = newMetrics(
 		func() float64 { return float64(s.cache.Stats().Marshals) },
 		func() float64 { return float64(s.cache.Stats().Hits) },
@@ -148,6 +155,12 @@ func New(agg *model.Aggregator, opts Options) *Server {
 		},
 	)
 	return s
+}
+
+// SetSecurity installs the secure port's authenticator and the SDS secret
+// source. Call it before Run.
+func (s *Server) SetSecurity(auth Authenticator, secrets SecretSource) {
+	s.security.Store(&security{auth: auth, secrets: secrets})
 }
 
 // Metrics returns the server's metrics.
