@@ -13,8 +13,8 @@ help: ## show this help
 build: ## build sextant and sextantctl into ./bin
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-test: ## unit + integration tests with the race detector
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+test: ## unit + integration tests with the race detector (builds Istio's pilot-agent once, cached outside the repo)
+	SEXTANT_PILOT_AGENT="$$(hack/istio-agent.sh)" $(GO) test -race -count=1 -timeout 25m $(PKGS)
 
 test-short: ## quick tests without the race detector
 	$(GO) test -count=1 -short $(PKGS)

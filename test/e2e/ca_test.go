@@ -71,7 +71,9 @@ func startSecureCAWith(t *testing.T, xdsSrv *xds.Server, topts trust.Options, io
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := iss.NewServingCert(nil, 0, nil)
+	// Clients dial 127.0.0.1; istio-agent verifies that address (the
+	// production equivalent is --secure-san).
+	sc, err := iss.NewServingCert([]string{"127.0.0.1"}, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
