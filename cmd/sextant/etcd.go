@@ -12,6 +12,7 @@ import (
 	v1 "github.com/sextant-mesh/sextant/api/etcd/v1"
 	"github.com/sextant-mesh/sextant/model"
 	"github.com/sextant-mesh/sextant/registry/etcd"
+	"github.com/sextant-mesh/sextant/registry/etcd/etcdclient"
 )
 
 // etcdPasswordEnv is read when --etcd-password is not given.
@@ -47,7 +48,7 @@ func addEtcdFlags(f *pflag.FlagSet) *etcdOptions {
 // (unreadable TLS files, a bad prefix) are returned here; etcd being
 // unreachable is not an error: the registry retries and its shard stays
 // unsynced until the first load.
-func (o *etcdOptions) registry(agg *model.Aggregator, log *slog.Logger) (run func(context.Context) error, enabled bool, err error) {
+func (o *etcdOptions) registry(agg *model.Aggregator, log *slog.Logger) (run func(context.Context) error, setter trafficSetter, enabled bool, err error) {
 	var endpoints []string
 	for _, ep := range o.endpoints {
 		if ep = strings.TrimSpace(ep); ep != "" {
@@ -56,9 +57,9 @@ func (o *etcdOptions) registry(agg *model.Aggregator, log *slog.Logger) (run fun
 	}
 	if len(endpoints) == 0 {
 		if o.caFile != "" || o.certFile != "" || o.keyFile != "" || o.username != "" {
-			return nil, false, fmt.Errorf("--etcd-* flags need --etcd-endpoints")
+			return nil, nil, false, fmt.Errorf("--etcd-* flags need --etcd-endpoints")
 		}
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	password := o.password
 	if password == "" && o.username != "" {
@@ -74,8 +75,19 @@ func (o *etcdOptions) registry(agg *model.Aggregator, log *slog.Logger) (run fun
 		Password:  password,
 	}
 	if err := cfg.Validate(); err != nil {
-		return nil, false, fmt.Errorf("etcd registry (--etcd-*): %w", err)
+		return nil, nil, false, fmt.Errorf("etcd registry (--etcd-*): %w", err)
 	}
 	reg := etcd.New(cfg, agg.NewShard(etcd.RegistryName), log)
-	return reg.Run, true, nil
+	// `sextantctl traffic set` rewrites the instances' state label in etcd
+	// (keeping their leases); the watch brings the change back.
+	setter = func(ctx context.Context, namespace, host string, selector map[string]string, state string) error {
+		c, err := etcdclient.Dial(cfg.Client())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.SetTrafficState(ctx, namespace, host, selector, state)
+		return err
+	}
+	return reg.Run, setter, true, nil
 }

@@ -18,8 +18,12 @@ import (
 	"github.com/sextant-mesh/sextant/api/debug"
 	"github.com/sextant-mesh/sextant/discovery/xds"
 	"github.com/sextant-mesh/sextant/model"
+	"github.com/sextant-mesh/sextant/registry/etcd"
 	"github.com/sextant-mesh/sextant/registry/file"
 )
+
+// trafficSetter changes traffic states in one registry.
+type trafficSetter func(ctx context.Context, namespace, host string, selector map[string]string, state string) error
 
 type serveOptions struct {
 	configDir      string
@@ -113,7 +117,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 
 	agg := model.NewAggregator()
 	var runners []func(context.Context) error
-	setters := map[string]func(ctx context.Context, namespace, host string, selector map[string]string, state string) error{}
+	setters := map[string]trafficSetter{}
 	if o.configDir != "" {
 		st, err := os.Stat(o.configDir)
 		if err != nil {
@@ -126,10 +130,11 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		runners = append(runners, reg.Run)
 		setters[file.RegistryName] = reg.SetTrafficState
 	}
-	if run, on, err := o.etcd.registry(agg, log); err != nil {
+	if run, set, on, err := o.etcd.registry(agg, log); err != nil {
 		return err
 	} else if on {
 		runners = append(runners, run)
+		setters[etcd.RegistryName] = set
 	}
 	if len(runners) == 0 {
 		log.Warn("no registry configured (--config-dir, --etcd-endpoints); serving an empty mesh")
