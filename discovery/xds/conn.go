@@ -482,15 +482,10 @@ func (c *Connection) releaseAll() {
 
 // push sends what req changed for every watched type.
 func (c *Connection) push(req *PushRequest) error {
+	// The push slot bounds concurrent generation (CPU); sending happens
+	// after it is released, so a slow proxy never holds a slot.
 	start := time.Now()
-	select {
-	case c.s.sem <- struct{}{}:
-	case <-time.After(c.s.opts.SendTimeout):
-		// Never reached: the semaphore is released by sends bounded by
-		// SendTimeout, so this only guards against a bug.
-		return status.Error(codes.ResourceExhausted, "no push slot")
-	}
-	defer func() { <-c.s.sem }()
+	c.s.sem <- struct{}{}
 	c.s.metrics.QueueTime.Observe(time.Since(start).Seconds())
 	c.mu.Lock()
 	var sends []outgoing
@@ -534,6 +529,7 @@ func (c *Connection) push(req *PushRequest) error {
 		rec.mu.Unlock()
 	}
 	c.mu.Unlock()
+	<-c.s.sem
 	return c.sendAll(sends, req.records)
 }
 
