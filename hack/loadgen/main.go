@@ -68,7 +68,7 @@ func main() {
 	flag.IntVar(&c.connectRate, "connect-rate", 0, "new streams per second (0 = all at once: a connect storm)")
 	flag.DurationVar(&c.changeInterval, "change-interval", 0, "with >0, changes are sent at this interval without waiting for convergence (churn)")
 	flag.StringVar(&c.heapProfile, "heap-profile", "", "write the server's heap profile (after connecting) to this file")
-	flag.StringVar(&c.changeKind, "change-kind", "endpoint", "what each change does: endpoint (move one endpoint) or vs (change one VirtualService: a full push)")
+	flag.StringVar(&c.changeKind, "change-kind", "endpoint", "what each change does: endpoint (move one endpoint), vs (change one VirtualService: a full push), or flip (switch every endpoint of svc-0 between keepalive and running through /api/v1/traffic)")
 	flag.BoolVar(&c.scoped, "scoped", false, "give every namespace a Sidecar importing only its own namespace")
 	flag.Float64Var(&c.churnRate, "churn-rate", 0, "after the measured changes, move endpoints at this many events per second")
 	flag.DurationVar(&c.churnDuration, "churn-duration", 20*time.Second, "how long churn runs")
@@ -192,7 +192,15 @@ func run(c config) error {
 		m0 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
 		t0 := time.Now()
 		want := translate.EndpointType
-		if c.changeKind == "vs" {
+		if c.changeKind == "flip" {
+			state := "running"
+			if n%2 == 0 {
+				state = "keepalive"
+			}
+			if err := flip("http://"+monAddr, state); err != nil {
+				return err
+			}
+		} else if c.changeKind == "vs" {
 			want = translate.RouteType
 			if err := writeExtras(meshDir, c, n); err != nil {
 				return err
@@ -203,6 +211,9 @@ func run(c config) error {
 		lat := waitAllSince(clients, want, t0, c.timeout)
 		m1 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
 		all = append(all, lat...)
+		if dead, err := closed(clients); dead > 0 {
+			fmt.Printf("  %d streams ended; first error: %v\n", dead, err)
+		}
 		last := lastPush("http://" + monAddr)
 		fmt.Printf("change %d (%s): %d/%d proxies got it; convergence p50 %v p99 %v max %v; marshals %v; push: full=%v sent to %d proxies, %d resources, %d bytes\n",
 			n, c.changeKind, len(lat), c.proxies, pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes)
@@ -243,11 +254,18 @@ func writeMesh(dir string, services, endpoints, g int) error {
 		ns := "ns" + strconv.Itoa(s%10)
 		fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: svc-%d, namespace: %s}\nspec:\n  hosts: [svc-%d.%s.svc.cluster.local]\n  resolution: STATIC\n  ports: [{number: 8080, name: grpc, protocol: GRPC}]\n  endpoints:\n", s, ns, s, ns)
 		for e := range endpoints {
-			last := e
+			i := s*endpoints + e
 			if s == 0 && e == 0 {
-				last = 200 + g%50
+				i = services*endpoints + g%50 // generation g moves this one
 			}
-			fmt.Fprintf(&b, "  - {address: 10.%d.%d.%d, labels: {app: svc-%d}}\n", 1+s/250, s%250, last, s)
+			addr := fmt.Sprintf("10.%d.%d.%d", 1+i/65025, (i/255)%255, i%255+1)
+			if s == 0 && e > 0 {
+				// svc-0: one running endpoint (pool base) and a keepalive
+				// pool "peak" that -change-kind flip switches.
+				fmt.Fprintf(&b, "  - {address: %s, labels: {app: svc-0, pool: peak, traffic.sextant.io/state: keepalive}}\n", addr)
+				continue
+			}
+			fmt.Fprintf(&b, "  - {address: %s, labels: {app: svc-%d}}\n", addr, s)
 		}
 	}
 	tmp := filepath.Join(dir, ".mesh.yaml.tmp")
@@ -273,6 +291,22 @@ func writeExtras(dir string, c config, g int) error {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(dir, "extras.yaml"))
+}
+
+// flip switches svc-0's peak pool to state through the server's
+// traffic API, as `sextantctl traffic set` does.
+func flip(mon, state string) error {
+	body := fmt.Sprintf(`{"service":"svc-0.ns0.svc.cluster.local","selector":{"pool":"peak"},"state":%q}`, state)
+	resp, err := http.Post(mon+"/api/v1/traffic", "application/json", strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("traffic set: %s: %s", resp.Status, b)
+	}
+	return nil
 }
 
 type pushRecord struct {
@@ -401,6 +435,23 @@ func waitAllSince(clients []*adsclient.Client, typeURL string, t0 time.Time, tim
 	wg.Wait()
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
+}
+
+// closed counts clients whose stream ended and returns one's error.
+func closed(clients []*adsclient.Client) (int, error) {
+	n := 0
+	var first error
+	for _, c := range clients {
+		select {
+		case <-c.Done():
+			n++
+			if first == nil {
+				first = c.Err()
+			}
+		default:
+		}
+	}
+	return n, first
 }
 
 func drain(clients []*adsclient.Client) {
