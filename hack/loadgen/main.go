@@ -47,6 +47,7 @@ type config struct {
 	connectRate                           int
 	changeInterval                        time.Duration
 	heapProfile                           string
+	cpuProfile                            string
 	changeKind                            string
 	scoped                                bool
 	churnRate                             float64
@@ -68,6 +69,7 @@ func main() {
 	flag.IntVar(&c.connectRate, "connect-rate", 0, "new streams per second (0 = all at once: a connect storm)")
 	flag.DurationVar(&c.changeInterval, "change-interval", 0, "with >0, changes are sent at this interval without waiting for convergence (churn)")
 	flag.StringVar(&c.heapProfile, "heap-profile", "", "write the server's heap profile (after connecting) to this file")
+	flag.StringVar(&c.cpuProfile, "cpu-profile", "", "write the server's CPU profile over the measured changes to this file")
 	flag.StringVar(&c.changeKind, "change-kind", "endpoint", "what each change does: endpoint (move one endpoint), vs (change one VirtualService: a full push), or flip (switch every endpoint of svc-0 between keepalive and running through /api/v1/traffic)")
 	flag.BoolVar(&c.scoped, "scoped", false, "give every namespace a Sidecar importing only its own namespace")
 	flag.Float64Var(&c.churnRate, "churn-rate", 0, "after the measured changes, move endpoints at this many events per second")
@@ -183,11 +185,24 @@ func run(c config) error {
 			return err
 		}
 	}
-	fmt.Printf("server RSS with %d proxies: %.1f MiB (%.1f KiB per proxy over idle)\n", c.proxies, rssConnected,
-		(rssConnected-rssIdle)*1024/float64(c.proxies))
+	fmt.Printf("server RSS with %d proxies: %.1f MiB (%.1f KiB per proxy over idle); heap in use %.1f MiB, goroutine stacks %.1f MiB, goroutines %.0f\n", c.proxies, rssConnected,
+		(rssConnected-rssIdle)*1024/float64(c.proxies),
+		scrape("http://"+monAddr+"/metrics", "go_memstats_heap_inuse_bytes")/(1<<20),
+		scrape("http://"+monAddr+"/metrics", "go_memstats_stack_inuse_bytes")/(1<<20),
+		scrape("http://"+monAddr+"/metrics", "go_goroutines"))
 
 	// Endpoint changes.
 	var all []time.Duration
+	profDone := make(chan error, 1)
+	if c.cpuProfile != "" {
+		secs := int(float64(c.changes)*0.8) + 1
+		go func() {
+			profDone <- download(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", monAddr, secs), c.cpuProfile)
+		}()
+		time.Sleep(100 * time.Millisecond)
+	} else {
+		profDone <- nil
+	}
 	for n := 1; n <= c.changes; n++ {
 		m0 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
 		t0 := time.Now()
@@ -219,9 +234,12 @@ func run(c config) error {
 			n, c.changeKind, len(lat), c.proxies, pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes)
 		if c.changeInterval > 0 {
 			time.Sleep(c.changeInterval)
-		} else {
+		} else if c.cpuProfile == "" {
 			time.Sleep(300 * time.Millisecond)
 		}
+	}
+	if err := <-profDone; err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
 	}
 	if c.churnRate > 0 {
 		if err := churn(c, meshDir, "http://"+monAddr); err != nil {
