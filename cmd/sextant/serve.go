@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/sextant-mesh/sextant/model"
 	"github.com/sextant-mesh/sextant/registry/etcd"
 	"github.com/sextant-mesh/sextant/registry/file"
+	"github.com/sextant-mesh/sextant/webhook"
 )
 
 // trafficSetter changes traffic states in one registry.
@@ -44,6 +46,7 @@ type serveOptions struct {
 	etcd           *etcdOptions
 	secure         *secureOptions
 	sdsRotateAt    float64
+	webhook        *webhookOptions
 }
 
 func newRootCommand() *cobra.Command {
@@ -92,6 +95,7 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	f.DurationVar(&o.drainWindow, "drain-window", 5*time.Second, "on SIGTERM, spread closing proxy streams over this window")
 	o.etcd = addEtcdFlags(f)
 	o.secure = addSecureFlags(f)
+	o.webhook = addWebhookFlags(f)
 	f.Float64Var(&o.sdsRotateAt, "sds-rotate-at", 0.5, "re-issue and push an SDS workload certificate when this share of its lifetime is left")
 	f.IntVar(&o.newStreamsRate, "max-new-streams-per-second", 1000, "admit new xDS streams at this rate; the rest wait up to 10s, then get RESOURCE_EXHAUSTED")
 	return cmd
@@ -191,6 +195,26 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	} else {
 		log.Info("no --ca-dir: the secure port (CA, SDS) is not served", "secure-addr", o.secureAddr)
 	}
+	// The validating webhook (Istio's /validate on 15017) runs the same
+	// validation as the file registry and sextantctl analyze; its
+	// certificate comes from the CA unless files are given.
+	wh, err := webhook.New(webhook.Options{Registry: srv.Metrics().Registry, Logger: log})
+	if err != nil {
+		return err
+	}
+	var getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	if sec != nil {
+		getCert = sec.Serving.GetCertificate
+	}
+	runWebhook, err := o.webhook.server(wh, getCert, log)
+	if err != nil {
+		xdsLis.Close()
+		monLis.Close()
+		if sec != nil {
+			sec.Close()
+		}
+		return err
+	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -201,6 +225,9 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	g.Go(func() error { return srv.Run(gctx) })
 	if sec != nil {
 		g.Go(func() error { return sec.Run(gctx) })
+	}
+	if runWebhook != nil {
+		g.Go(func() error { return runWebhook(gctx) })
 	}
 	g.Go(func() error {
 		if err := gs.Serve(xdsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

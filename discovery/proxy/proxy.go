@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -149,9 +150,10 @@ func (p *Proxy) LabelsKey() string {
 	sort.Strings(keys)
 	var b strings.Builder
 	for _, k := range keys {
-		b.WriteString(k)
+		// Quoted, so no label value can forge another label.
+		b.WriteString(strconv.Quote(k))
 		b.WriteByte('=')
-		b.WriteString(p.Labels[k])
+		b.WriteString(strconv.Quote(p.Labels[k]))
 		b.WriteByte(',')
 	}
 	return b.String()

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"maps"
 	"strings"
 	"testing"
 
@@ -105,7 +106,10 @@ func FuzzParseNode(f *testing.F) {
 		if p.Locality == "//" {
 			t.Error("an empty locality should be reported as empty")
 		}
-		if p.LabelsKey() != p.LabelsKey() {
+		// Map order must not show through the key.
+		q := *p
+		q.Labels = maps.Clone(p.Labels)
+		if q.LabelsKey() != p.LabelsKey() {
 			t.Error("LabelsKey is not deterministic")
 		}
 		for _, labelsMatter := range []bool{false, true} {

@@ -250,6 +250,13 @@ func (s *Server) serve(sctx context.Context, delta, secure bool, recv func() (*r
 	}
 	bind(c)
 	s.addConn(c)
+	// Drain lists connections once: a stream that registers after it
+	// started must leave by itself.
+	if s.draining.Load() {
+		s.removeConn(c)
+		s.metrics.RejectedStreams.WithLabelValues("draining").Inc()
+		return status.Error(codes.Unavailable, "control plane is draining; reconnect to another replica")
+	}
 	s.log.Debug("proxy connected", "proxy", p.Name, "id", c.id, "delta", delta, "generator", p.Generator, "peer", c.peer)
 	defer func() {
 		s.removeConn(c)

@@ -160,7 +160,8 @@ type fuzzStream struct {
 	resps chan response
 	errc  chan error
 	// last response seen per type, and overall.
-	last    map[string]response
+	last map[string]response
+	// lastAny is the last xDS (not debug) response.
 	lastAny response
 	closed  error
 	// seen counts responses by type URL, for the log.
@@ -232,13 +233,16 @@ func (f *fuzzStream) sync(node *corev3.Node) bool {
 	} else {
 		f.send(&discoverygrpc.DiscoveryRequest{TypeUrl: xds.DebugSyncz, Node: node})
 	}
-	timeout := time.NewTimer(10 * time.Second)
+	// Longer than the server's admission wait (10s by default).
+	timeout := time.NewTimer(20 * time.Second)
 	defer timeout.Stop()
 	for {
 		select {
 		case r := <-f.resps:
 			f.last[r.typeURL] = r
-			f.lastAny = r
+			if !strings.HasPrefix(r.typeURL, "istio.io/debug") {
+				f.lastAny = r
+			}
 			f.seen[r.typeURL]++
 			if r.typeURL == xds.DebugSyncz {
 				return true
@@ -247,7 +251,7 @@ func (f *fuzzStream) sync(node *corev3.Node) bool {
 			f.closed = err
 			return false
 		case <-timeout.C:
-			f.t.Fatal("the stream neither answered a debug request nor closed within 10s")
+			f.t.Fatal("the stream neither answered a debug request nor closed within 20s")
 		}
 	}
 }
@@ -264,6 +268,8 @@ func (f *fuzzStream) checkClosed(nodeOK bool) {
 		if st.Message() == "" {
 			f.t.Error("InvalidArgument without a message")
 		}
+	case codes.ResourceExhausted:
+		// Admission control; a legitimate answer, if unexpected here.
 	case codes.Internal:
 		if !f.raw || !strings.Contains(st.Message(), "unmarshal") {
 			f.t.Errorf("stream closed with Internal: %v", st.Message())
@@ -276,7 +282,9 @@ func (f *fuzzStream) checkClosed(nodeOK bool) {
 	}
 }
 
-func (f *fuzzStream) request(s *script, node *corev3.Node) {
+// request sends one request; node is the stream's node on its first
+// request and nil after.
+func (f *fuzzStream) request(s *script, node *corev3.Node, first bool) {
 	typeURL := s.pick(fuzzTypes)
 	var nonce, version string
 	switch s.byte() % 4 {
@@ -294,10 +302,14 @@ func (f *fuzzStream) request(s *script, node *corev3.Node) {
 		version = s.str()
 	}
 	var errDetail *rpcstatus.Status
-	if flags := s.byte(); flags%4 == 0 {
+	switch s.byte() % 4 {
+	case 2:
+		// A node on a later request, which the server ignores.
+		if later := fuzzNode(s); !first {
+			node = later
+		}
+	case 3:
 		errDetail = &rpcstatus.Status{Code: int32(codes.InvalidArgument), Message: s.str()}
-	} else if flags%4 == 1 {
-		node = fuzzNode(s) // a node on a later request is ignored
 	}
 	if f.delta {
 		req := &discoverygrpc.DeltaDiscoveryRequest{
@@ -319,12 +331,17 @@ func (f *fuzzStream) request(s *script, node *corev3.Node) {
 	})
 }
 
-// ack acknowledges (or NACKs) the last response received, as a client
-// does.
+// ack acknowledges (or NACKs) the last xDS response, as a client does
+// once it has read it: responses not read yet are read first (sync).
 func (f *fuzzStream) ack(s *script) {
+	nack := s.byte()%2 == 1
+	names := s.names()
+	if f.closed != nil || !f.sync(nil) || f.lastAny.typeURL == "" {
+		return
+	}
 	r := f.lastAny
 	var errDetail *rpcstatus.Status
-	if s.byte()%2 == 1 {
+	if nack {
 		errDetail = &rpcstatus.Status{Message: "rejected by fuzz"}
 	}
 	if f.delta {
@@ -332,7 +349,7 @@ func (f *fuzzStream) ack(s *script) {
 		return
 	}
 	f.send(&discoverygrpc.DiscoveryRequest{TypeUrl: r.typeURL, ResponseNonce: r.nonce, VersionInfo: r.version,
-		ResourceNames: s.names(), ErrorDetail: errDetail})
+		ResourceNames: names, ErrorDetail: errDetail})
 }
 
 // runScript plays one fuzz input against the server on cc.
@@ -368,11 +385,15 @@ func runScript(t *testing.T, cc *grpc.ClientConn, data []byte) {
 	for ops := 0; !s.done() && ops < 32 && f.closed == nil; ops++ {
 		switch s.byte() % 8 {
 		case 0, 1, 2, 3:
-			f.request(s, firstNode())
+			isFirst := first
+			f.request(s, firstNode(), isFirst)
 		case 4, 5:
-			if f.lastAny.typeURL != "" {
-				f.ack(s)
+			if first {
+				s.byte() // nothing to acknowledge before the first request
+				s.names()
+				continue
 			}
+			f.ack(s)
 		case 6:
 			f.sync(firstNode())
 		case 7:
@@ -404,22 +425,43 @@ func runScript(t *testing.T, cc *grpc.ClientConn, data []byte) {
 func FuzzRequests(f *testing.F) {
 	dir := f.TempDir()
 	testenv.WriteFile(f, filepath.Join(dir, "mesh.yaml"), fuzzMesh)
-	env := testenv.Start(f, dir, testenv.Options{})
+	// Fuzzing opens streams far faster than the default admission rate;
+	// the limiter is not what is under test.
+	env := testenv.Start(f, dir, testenv.Options{Server: func(o *xds.Options) { o.NewStreamsPerSecond = 1 << 20 }})
 	cc, err := grpc.NewClient(env.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(rawCodec{base: encoding.GetCodecV2("proto")})))
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { cc.Close() })
+	// Seeds (see runScript for the encoding): byte 0 picks SotW (0) or
+	// delta (1), then the node, then ops: 0-3 request (type, nonce,
+	// version, flags, names...), 4-5 ACK/NACK, 6 sync, 7 raw message.
 	for _, seed := range [][]byte{
-		{0, 0, 0, 0, 0, 0, 0, 4, 1, 6},      // SotW CDS wildcard, ACK, sync
-		{1, 1, 0, 2, 0, 0, 1, 1, 2, 4, 0},   // delta, envoy node
-		{0, 3, 0, 0},                        // nil node
-		{0, 2, 3, 'a', 'b', 'c', 0, 1, 2},   // fuzzed node id
-		{0, 0, 7, 5, 0xff, 0xfe, 1, 2, 3},   // raw garbage after a request
-		{1, 0, 0, 1, 1, 0, 3, 0, 2, 3, 3},   // delta EDS subscribe
-		{0, 0, 0, 7, 0, 0, 0, 0, 4, 0, 6},   // empty type URL
-		{0, 0, 0, 5, 0, 3, 3, 'x', 0, 0, 6}, // debug config_dump with names
+		// SotW: CDS, ACK, LDS, ACK, sync, RDS and EDS by name, sync, NACK.
+		{0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 0, 4, 0, 0, 6,
+			0, 3, 0, 0, 0, 1, 5, 0, 1, 0, 0, 0, 2, 2, 3, 6, 4, 1, 1, 2, 6},
+		// Delta, Envoy node: CDS, ACK, EDS subscribe, sync, unsubscribe.
+		{1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0, 2, 2, 3, 0, 0, 6,
+			0, 1, 1, 0, 0, 0, 1, 2, 0, 6},
+		// No node.
+		{0, 4, 6},
+		// A fuzzed node id and generator.
+		{0, 2, 3, 'a', 'b', 'c', 3, 'x', 'y', 'z', 6},
+		// Garbage after a request.
+		{0, 0, 0, 0, 0, 0, 0, 0, 7, 5, 0xff, 0xfe, 1, 2, 3},
+		// Delta with initial versions.
+		{1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 3, 6},
+		// An empty type URL.
+		{0, 0, 0, 7, 0, 0, 0, 0, 6},
+		// Debug config_dump of a proxy by name.
+		{0, 0, 0, 6, 0, 0, 0, 1, 10, 6},
+		// CDS, then CDS again with a stale nonce.
+		{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 3, 'n', 'o', 'n', 0, 0, 0, 6},
+		// An unknown type as a wildcard, then SDS by name.
+		{0, 0, 0, 8, 0, 0, 0, 1, 0, 0, 4, 0, 0, 0, 1, 2, 6},
+		// A NACK as the first request of a type.
+		{1, 1, 0, 2, 0, 0, 3, 2, 'n', 'o', 0, 0, 0, 6},
 	} {
 		f.Add(seed)
 	}

@@ -106,10 +106,35 @@ func (r *Registry) Run(ctx context.Context) error {
 	timer.Stop()
 	defer timer.Stop()
 	var first time.Time // of the oldest pending event
+	// rewatch ticks while the directory is gone: a removed directory's
+	// watch is gone with it, so it is polled until it comes back.
+	var rewatch <-chan time.Time
+	var rewatchTicker *time.Ticker
+	defer func() {
+		if rewatchTicker != nil {
+			rewatchTicker.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-rewatch:
+			if _, err := os.Stat(r.dir); err != nil {
+				continue
+			}
+			if err := w.Add(r.dir); err != nil {
+				r.log.Warn("cannot watch config directory", "err", err)
+				continue
+			}
+			r.log.Info("config directory is back")
+			rewatchTicker.Stop()
+			rewatchTicker, rewatch = nil, nil
+			r.watchTree(w, r.dir)
+			r.rescan(r.dir)
+			if r.dirty {
+				r.apply()
+			}
 		case ev, ok := <-w.Events:
 			if !ok {
 				return errors.New("file registry: watcher closed")
@@ -144,6 +169,10 @@ func (r *Registry) Run(ctx context.Context) error {
 			first = time.Time{}
 			if r.dirty {
 				r.apply()
+			}
+			if _, err := os.Stat(r.dir); errors.Is(err, fs.ErrNotExist) && rewatch == nil {
+				rewatchTicker = time.NewTicker(time.Second)
+				rewatch = rewatchTicker.C
 			}
 		}
 	}
@@ -226,16 +255,34 @@ func (r *Registry) watchTree(w *fsnotify.Watcher, dir string) {
 func (r *Registry) rescan(path string) {
 	info, err := os.Stat(path)
 	switch {
-	case err != nil:
+	case errors.Is(err, fs.ErrNotExist):
 		if path == r.dir {
 			r.log.Warn("config directory is gone", "err", err)
 		}
 		r.forgetUnder(path, nil)
+	case err != nil:
+		// EACCES, EIO, ELOOP…: not a deletion. Keep serving what the
+		// path served and report why it cannot be read.
+		r.unreadableUnder(path, err)
 	case info.IsDir():
 		seen := map[string]bool{}
 		_ = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
-				return nil // vanished meanwhile, or unreadable: logged by watchTree
+				if errors.Is(err, fs.ErrNotExist) {
+					return nil // vanished meanwhile: forgotten below
+				}
+				// An unreadable directory: keep what it served.
+				r.unreadableUnder(p, err)
+				prefix := p + string(filepath.Separator)
+				for known := range r.files {
+					if known == p || strings.HasPrefix(known, prefix) {
+						seen[known] = true
+					}
+				}
+				if d != nil && d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
 			}
 			if d.IsDir() {
 				if p != r.dir && r.hidden(p) {
@@ -250,6 +297,8 @@ func (r *Registry) rescan(path string) {
 				if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
 					return nil
 				}
+			} else if !d.Type().IsRegular() {
+				return nil // a FIFO or device would block ReadFile forever
 			}
 			seen[p] = true
 			r.load(p)
@@ -260,6 +309,25 @@ func (r *Registry) rescan(path string) {
 		r.load(path)
 	default:
 		r.forgetUnder(path, nil)
+	}
+}
+
+// unreadableUnder marks the known files at or under path as unreadable:
+// their last good version keeps being served and the error is reported.
+func (r *Registry) unreadableUnder(path string, err error) {
+	prefix := path + string(filepath.Separator)
+	msg := fmt.Sprintf("cannot read file: %v", err)
+	for p, st := range r.files {
+		if p != path && !strings.HasPrefix(p, prefix) {
+			continue
+		}
+		if st.readErr && len(st.errs) == 1 && st.errs[0].Message == msg {
+			continue
+		}
+		r.log.Error("cannot read config file; keeping its last good version", "file", p, "err", err)
+		st.readErr = true
+		st.errs = []model.ConfigError{{Registry: RegistryName, Location: p, Message: msg}}
+		r.dirty = true
 	}
 }
 
