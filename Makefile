@@ -5,7 +5,7 @@ BIN       ?= bin
 CONFIG    ?= examples/mesh
 STATICCHECK_VERSION ?= v0.8.2
 
-.PHONY: help build test test-short bench lint run demo fuzz clean
+.PHONY: help build test test-short kube-bin test-kube bench lint run demo fuzz clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -13,8 +13,15 @@ help: ## show this help
 build: ## build sextant and sextantctl into ./bin
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-test: ## unit + integration tests with the race detector (builds Istio's pilot-agent once, cached outside the repo)
+test: ## all tests, race detector on; builds pilot-agent and kube-apiserver+etcd once (cached outside the repo)
+	eval "$$(hack/kube-real.sh env)" && \
 	SEXTANT_PILOT_AGENT="$$(hack/istio-agent.sh)" $(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+kube-bin: ## build kube-apiserver + etcd for the Kubernetes tests (cached outside the repo)
+	hack/kube-real.sh build
+
+test-kube: ## only the Kubernetes tests, against a real kube-apiserver
+	eval "$$(hack/kube-real.sh env)" && $(GO) test -race -count=1 -run 'Kube' ./test/e2e/ ./registry/kube/... ./ca/kube/ ./cmd/sextant/
 
 test-short: ## quick tests without the race detector
 	$(GO) test -count=1 -short $(PKGS)

@@ -30,6 +30,9 @@ type secureOptions struct {
 	dir         string
 	addr        string
 	trustDomain string
+	// kube adds the in-cluster CA parts (Secrets, TokenReview, root
+	// ConfigMap) when the Kubernetes registry is on.
+	kube *kubeOptions
 
 	maxWorkloadCertTTL time.Duration
 	jwtIssuers         []string
@@ -69,6 +72,7 @@ type secureServer struct {
 	Serving *issuer.ServingCert
 	// Authn authenticates callers of the CA and of ADS on the secure port.
 	Authn authn.Chain
+	kube  *kubeCA
 
 	lis       net.Listener
 	gs        *grpc.Server
@@ -102,7 +106,14 @@ func startSecure(ctx context.Context, o secureOptions, reg *prometheus.Registry,
 	}
 	log = log.With("component", "ca")
 
-	store, err := trust.Open(o.dir, trust.Options{TrustDomain: o.trustDomain, KeyType: keyType, Logger: log})
+	topts := trust.Options{TrustDomain: o.trustDomain, KeyType: keyType, Logger: log}
+	var kca *kubeCA
+	if o.kube != nil {
+		if kca, err = o.kube.ca(ctx, o.dir, func(d string) (*trust.Store, error) { return trust.Open(d, topts) }, log); err != nil {
+			return nil, err
+		}
+	}
+	store, err := trust.Open(o.dir, topts)
 	if err != nil {
 		return nil, fmt.Errorf("--ca-dir: %w", err)
 	}
@@ -135,6 +146,9 @@ func startSecure(ctx context.Context, o secureOptions, reg *prometheus.Registry,
 		chain = append(chain, tf)
 		log.Warn("--ca-token-file: static CA tokens are for development only", "file", o.tokenFile)
 	}
+	if kca != nil {
+		chain = append(chain, authn.NewKubeJWT(kca.Reviewer, iss.TrustDomain(), nil))
+	}
 	if len(chain) == 1 {
 		log.Warn("neither --jwt-issuer nor --ca-token-file is set: the CA only renews certificates it issued (client certificates)")
 	}
@@ -160,7 +174,7 @@ func startSecure(ctx context.Context, o secureOptions, reg *prometheus.Registry,
 	if o.stopGrace <= 0 {
 		o.stopGrace = 5 * time.Second
 	}
-	return &secureServer{Trust: store, Issuer: iss, CA: svc, Serving: serving, Authn: chain, lis: lis, gs: gs, log: log, stopGrace: o.stopGrace}, nil
+	return &secureServer{Trust: store, Issuer: iss, CA: svc, Serving: serving, Authn: chain, kube: kca, lis: lis, gs: gs, log: log, stopGrace: o.stopGrace}, nil
 }
 
 // xdsSecurity adapts the CA for the xDS server: the same authenticators
@@ -180,6 +194,9 @@ func (s *secureServer) Addr() net.Addr { return s.lis.Addr() }
 func (s *secureServer) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.Trust.Run(gctx) })
+	if s.kube != nil {
+		g.Go(func() error { return s.kube.Run(gctx, s.Trust) })
+	}
 	g.Go(func() error {
 		if err := s.gs.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("secure server: %w", err)

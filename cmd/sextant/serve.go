@@ -21,6 +21,7 @@ import (
 	"github.com/sextant-mesh/sextant/model"
 	"github.com/sextant-mesh/sextant/registry/etcd"
 	"github.com/sextant-mesh/sextant/registry/file"
+	"github.com/sextant-mesh/sextant/registry/kube"
 	"github.com/sextant-mesh/sextant/webhook"
 )
 
@@ -47,6 +48,7 @@ type serveOptions struct {
 	secure         *secureOptions
 	sdsRotateAt    float64
 	webhook        *webhookOptions
+	kube           *kubeOptions
 }
 
 func newRootCommand() *cobra.Command {
@@ -96,6 +98,7 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	o.etcd = addEtcdFlags(f)
 	o.secure = addSecureFlags(f)
 	o.webhook = addWebhookFlags(f)
+	o.kube = addKubeFlags(f)
 	f.Float64Var(&o.sdsRotateAt, "sds-rotate-at", 0.5, "re-issue and push an SDS workload certificate when this share of its lifetime is left")
 	f.IntVar(&o.newStreamsRate, "max-new-streams-per-second", 1000, "admit new xDS streams at this rate; the rest wait up to 10s, then get RESOURCE_EXHAUSTED")
 	return cmd
@@ -118,6 +121,11 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	mesh.TrustDomain = o.trustDomain
 	mesh.KeepaliveShare = o.keepaliveShare
 	mesh.OutboundRegistryOnly = o.registryOnly
+	// In a cluster, the mesh ConfigMap wins, as in istiod.
+	if mesh, err = o.kube.meshConfig(ctx, mesh, log); err != nil {
+		return err
+	}
+	o.trustDomain = mesh.TrustDomain
 
 	agg := model.NewAggregator()
 	var runners []func(context.Context) error
@@ -134,6 +142,14 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		runners = append(runners, reg.Run)
 		setters[file.RegistryName] = reg.SetTrafficState
 	}
+	// Before the CA starts: its root ConfigMap publisher asks the registry
+	// which namespaces are in the mesh.
+	if run, set, on, err := o.kube.registry(agg, log); err != nil {
+		return err
+	} else if on {
+		runners = append(runners, run)
+		setters[kube.RegistryName] = set
+	}
 	if run, set, on, err := o.etcd.registry(agg, log); err != nil {
 		return err
 	} else if on {
@@ -141,7 +157,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		setters[etcd.RegistryName] = set
 	}
 	if len(runners) == 0 {
-		log.Warn("no registry configured (--config-dir, --etcd-endpoints); serving an empty mesh")
+		log.Warn("no registry configured (--config-dir, --etcd-endpoints, --kubeconfig or in-cluster); serving an empty mesh")
 	}
 
 	host, _ := os.Hostname()
@@ -185,7 +201,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 			return fmt.Errorf("--sds-rotate-at %v: must be between 0 and 1", o.sdsRotateAt)
 		}
 		so := *o.secure
-		so.dir, so.addr, so.trustDomain = o.caDir, o.secureAddr, o.trustDomain
+		so.dir, so.addr, so.trustDomain, so.kube = o.caDir, o.secureAddr, o.trustDomain, o.kube
 		if sec, err = startSecure(ctx, so, srv.Metrics().Registry, log, srv.RegisterSecure); err != nil {
 			xdsLis.Close()
 			monLis.Close()

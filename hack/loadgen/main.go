@@ -223,15 +223,25 @@ func run(c config) error {
 		} else if err := writeMesh(meshDir, c.services, c.endpoints, n); err != nil {
 			return err
 		}
-		lat := waitAllSince(clients, want, t0, c.timeout)
+		watchers := clients
+		if c.scoped {
+			// With Sidecar scoping only ns0's proxies can see svc-0.
+			watchers = nil
+			for i, cl := range clients {
+				if i%10 == 0 {
+					watchers = append(watchers, cl)
+				}
+			}
+		}
+		lat := waitAllSince(watchers, want, t0, c.timeout)
 		m1 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
 		all = append(all, lat...)
 		if dead, err := closed(clients); dead > 0 {
 			fmt.Printf("  %d streams ended; first error: %v\n", dead, err)
 		}
 		last := lastPush("http://" + monAddr)
-		fmt.Printf("change %d (%s): %d/%d proxies got it; convergence p50 %v p99 %v max %v; marshals %v; push: full=%v sent to %d proxies, %d resources, %d bytes\n",
-			n, c.changeKind, len(lat), c.proxies, pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes)
+		fmt.Printf("change %d (%s): %d/%d proxies that can see it got it; convergence p50 %v p99 %v max %v; marshals %v; push: full=%v sent to %d proxies, %d resources, %d bytes\n",
+			n, c.changeKind, len(lat), len(watchers), pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes)
 		if c.changeInterval > 0 {
 			time.Sleep(c.changeInterval)
 		} else if c.cpuProfile == "" {

@@ -1,0 +1,157 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/sextant-mesh/sextant/model"
+)
+
+// Defaults of where the mesh config lives, as in Istio.
+const (
+	DefaultSystemNamespace = "istio-system"
+	DefaultMeshConfigMap   = "istio"
+	// MeshConfigKey is the ConfigMap key holding MeshConfig YAML.
+	MeshConfigKey = "mesh"
+)
+
+// MeshSettings is the part of Istio's MeshConfig (the mesh ConfigMap's
+// "mesh" key) that Sextant reads. Zero fields were not set.
+type MeshSettings struct {
+	// Found is false when the ConfigMap or its key does not exist.
+	Found         bool
+	TrustDomain   string
+	RootNamespace string
+	// OutboundTrafficPolicy is the mode: "", ALLOW_ANY or REGISTRY_ONLY.
+	OutboundTrafficPolicy string
+	EnableAutoMTLS        *bool
+	ConnectTimeout        time.Duration
+	// DiscoverySelectors limit the namespaces the mesh covers (ORed).
+	DiscoverySelectors []labels.Selector
+}
+
+// meshDoc is MeshConfig's YAML, read leniently: unknown fields are fine.
+type meshDoc struct {
+	TrustDomain           string `json:"trustDomain"`
+	RootNamespace         string `json:"rootNamespace"`
+	OutboundTrafficPolicy *struct {
+		Mode string `json:"mode"`
+	} `json:"outboundTrafficPolicy"`
+	EnableAutoMtls     *bool                  `json:"enableAutoMtls"`
+	ConnectTimeout     string                 `json:"connectTimeout"`
+	DiscoverySelectors []metav1.LabelSelector `json:"discoverySelectors"`
+}
+
+// ParseMeshConfig reads MeshConfig YAML (the ConfigMap's mesh key).
+func ParseMeshConfig(data string) (MeshSettings, error) {
+	var d meshDoc
+	if err := yaml.Unmarshal([]byte(data), &d); err != nil {
+		return MeshSettings{}, fmt.Errorf("mesh config: %w", err)
+	}
+	m := MeshSettings{Found: true, TrustDomain: d.TrustDomain, RootNamespace: d.RootNamespace, EnableAutoMTLS: d.EnableAutoMtls}
+	if d.OutboundTrafficPolicy != nil {
+		switch mode := strings.ToUpper(d.OutboundTrafficPolicy.Mode); mode {
+		case "", "ALLOW_ANY", "REGISTRY_ONLY":
+			m.OutboundTrafficPolicy = mode
+		default:
+			return MeshSettings{}, fmt.Errorf("mesh config: outboundTrafficPolicy.mode %q: want ALLOW_ANY or REGISTRY_ONLY", d.OutboundTrafficPolicy.Mode)
+		}
+	}
+	if d.ConnectTimeout != "" {
+		t, err := time.ParseDuration(d.ConnectTimeout)
+		if err != nil || t <= 0 {
+			return MeshSettings{}, fmt.Errorf("mesh config: connectTimeout %q: want a positive duration such as 10s", d.ConnectTimeout)
+		}
+		m.ConnectTimeout = t
+	}
+	for i := range d.DiscoverySelectors {
+		s, err := metav1.LabelSelectorAsSelector(&d.DiscoverySelectors[i])
+		if err != nil {
+			return MeshSettings{}, fmt.Errorf("mesh config: discoverySelectors[%d]: %w", i, err)
+		}
+		m.DiscoverySelectors = append(m.DiscoverySelectors, s)
+	}
+	return m, nil
+}
+
+// Apply overlays the settings on base: fields the mesh config sets win.
+func (m MeshSettings) Apply(base model.MeshConfig) model.MeshConfig {
+	if m.TrustDomain != "" {
+		base.TrustDomain = m.TrustDomain
+	}
+	if m.RootNamespace != "" {
+		base.RootNamespace = m.RootNamespace
+	}
+	switch m.OutboundTrafficPolicy {
+	case "REGISTRY_ONLY":
+		base.OutboundRegistryOnly = true
+	case "ALLOW_ANY":
+		base.OutboundRegistryOnly = false
+	}
+	if m.EnableAutoMTLS != nil {
+		base.DisableAutoMTLS = !*m.EnableAutoMTLS
+	}
+	if m.ConnectTimeout > 0 {
+		base.ConnectTimeout = m.ConnectTimeout
+	}
+	return base
+}
+
+// LoadMeshConfig reads the mesh ConfigMap once (for settings that are fixed
+// at start-up, such as the trust domain). A missing ConfigMap or key gives
+// Found=false and no error.
+func LoadMeshConfig(ctx context.Context, client kubernetes.Interface, namespace, name string) (MeshSettings, error) {
+	cm, err := client.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return MeshSettings{}, nil
+	}
+	if err != nil {
+		return MeshSettings{}, fmt.Errorf("read ConfigMap %s/%s: %w", namespace, name, err)
+	}
+	data, ok := cm.Data[MeshConfigKey]
+	if !ok {
+		return MeshSettings{}, nil
+	}
+	m, err := ParseMeshConfig(data)
+	if err != nil {
+		return MeshSettings{}, fmt.Errorf("ConfigMap %s/%s key %s: %w", namespace, name, MeshConfigKey, err)
+	}
+	return m, nil
+}
+
+// ParseSelectors parses label selectors in kubectl's syntax
+// ("env=prod,tier in (a,b)"), as --kube-discovery-selector takes them.
+func ParseSelectors(ss []string) ([]labels.Selector, error) {
+	var out []labels.Selector
+	for _, s := range ss {
+		sel, err := labels.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("selector %q: %w", s, err)
+		}
+		out = append(out, sel)
+	}
+	return out, nil
+}
+
+// selectorsMatch reports whether any selector matches; no selector matches
+// everything.
+func selectorsMatch(sels []labels.Selector, l map[string]string) bool {
+	if len(sels) == 0 {
+		return true
+	}
+	set := labels.Set(l)
+	for _, s := range sels {
+		if s.Matches(set) {
+			return true
+		}
+	}
+	return false
+}
