@@ -39,7 +39,17 @@ type Options struct {
 	Mesh          model.MeshConfig
 	// Server, if set, adjusts the xDS server options.
 	Server func(*xds.Options)
+	// Registry replaces the file registry on dir with another one, built
+	// on agg; its setter (may be nil) serves traffic-state changes.
+	Registry func(agg *model.Aggregator, log *slog.Logger) (run func(context.Context) error, setter Setter)
+	// ReadyTimeout bounds the wait for the initial sync. Default 10s.
+	ReadyTimeout time.Duration
+	// Logger, if set, receives the server's and registry's logs.
+	Logger *slog.Logger
 }
+
+// Setter changes traffic states in a registry.
+type Setter func(ctx context.Context, namespace, host string, selector map[string]string, state string) error
 
 // Start runs Sextant on dir until the test ends.
 func Start(t testing.TB, dir string, o Options) *Env {
@@ -51,14 +61,27 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	if testing.Verbose() && os.Getenv("SEXTANT_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	if o.Logger != nil {
+		log = o.Logger
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 10 * time.Second
+	}
 	agg := model.NewAggregator()
-	reg := file.New(dir, agg.NewShard("file"), log)
+	registry := o.Registry
+	if registry == nil {
+		registry = func(agg *model.Aggregator, log *slog.Logger) (func(context.Context) error, Setter) {
+			reg := file.New(dir, agg.NewShard(file.RegistryName), log)
+			return reg.Run, reg.SetTrafficState
+		}
+	}
+	runRegistry, setter := registry(agg, log)
 	xo := xds.Options{Logger: log, DebounceAfter: o.DebounceAfter, DebounceMax: time.Second, Mesh: o.Mesh,
 		SetTraffic: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
-			if registry != file.RegistryName {
+			if setter == nil {
 				return fmt.Errorf("registry %q cannot change traffic states", registry)
 			}
-			return reg.SetTrafficState(ctx, namespace, host, selector, state)
+			return setter(ctx, namespace, host, selector, state)
 		}}
 	if o.Server != nil {
 		o.Server(&xo)
@@ -72,7 +95,12 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	srv.Register(gs)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 3)
-	go func() { _ = reg.Run(ctx); done <- struct{}{} }()
+	go func() {
+		if err := runRegistry(ctx); err != nil {
+			t.Errorf("registry: %v", err)
+		}
+		done <- struct{}{}
+	}()
 	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
 	go func() { _ = gs.Serve(lis); done <- struct{}{} }()
 	mon := httptest.NewServer(srv.Handler())
@@ -86,8 +114,8 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	})
 	select {
 	case <-srv.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("sextant did not become ready")
+	case <-time.After(o.ReadyTimeout):
+		t.Fatal("sextant did not become ready (the registry did not finish its initial sync)")
 	}
 	return &Env{Dir: dir, Agg: agg, Server: srv, Addr: lis.Addr().String(), Monitor: mon}
 }

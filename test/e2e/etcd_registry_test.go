@@ -3,9 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -17,7 +15,6 @@ import (
 
 	v1 "github.com/sextant-mesh/sextant/api/etcd/v1"
 	"github.com/sextant-mesh/sextant/discovery/translate"
-	"github.com/sextant-mesh/sextant/discovery/xds"
 	"github.com/sextant-mesh/sextant/internal/adsclient"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/model"
@@ -26,38 +23,16 @@ import (
 	"github.com/sextant-mesh/sextant/registry/etcd/etcdtest"
 )
 
-// startEtcdSextant runs Sextant in-process with only the etcd registry, as
-// testenv.Start does with the file registry, and returns its xDS address.
+// startEtcdSextant runs Sextant in-process with only the etcd registry and
+// returns its xDS address.
 func startEtcdSextant(t *testing.T, endpoints []string) string {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	agg := model.NewAggregator()
-	reg := etcd.New(etcd.Config{Endpoints: endpoints}, agg.NewShard(etcd.RegistryName), log)
-	srv := xds.New(agg, xds.Options{Logger: log, DebounceAfter: 20 * time.Millisecond, DebounceMax: time.Second})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(xds.GRPCServerOptions()...)
-	srv.Register(gs)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 3)
-	go func() { _ = reg.Run(ctx); done <- struct{}{} }()
-	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
-	go func() { _ = gs.Serve(lis); done <- struct{}{} }()
-	t.Cleanup(func() {
-		cancel()
-		gs.Stop()
-		for range 3 {
-			<-done
-		}
-	})
-	select {
-	case <-srv.Ready():
-	case <-time.After(20 * time.Second):
-		t.Fatal("sextant did not become ready (etcd registry not synced)")
-	}
-	return lis.Addr().String()
+	env := testenv.Start(t, "", testenv.Options{ReadyTimeout: 20 * time.Second,
+		Registry: func(agg *model.Aggregator, log *slog.Logger) (func(context.Context) error, testenv.Setter) {
+			reg := etcd.New(etcd.Config{Endpoints: endpoints}, agg.NewShard(etcd.RegistryName), log)
+			return reg.Run, nil
+		}})
+	return env.Addr
 }
 
 // edsAddrs returns the sorted host:port of a cluster's load assignment.

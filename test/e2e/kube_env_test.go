@@ -4,20 +4,19 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/sextant-mesh/sextant/discovery/xds"
+	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/model"
 	"github.com/sextant-mesh/sextant/registry/kube"
 	"github.com/sextant-mesh/sextant/registry/kube/kubetest"
@@ -81,41 +80,13 @@ func startKubeSextant(t *testing.T, c *kubetest.Cluster) *kubeSextant {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agg := model.NewAggregator()
-	reg := kube.New(clients.Kube, clients.Istio, agg.NewShard(kube.RegistryName), kube.Options{Logger: log})
-	srv := xds.New(agg, xds.Options{Logger: log, DebounceAfter: 20 * time.Millisecond, DebounceMax: time.Second,
-		SetTraffic: func(ctx context.Context, registry, ns, host string, sel map[string]string, state string) error {
-			return reg.SetTrafficState(ctx, ns, host, sel, state)
+	var reg *kube.Registry
+	env := testenv.Start(t, "", testenv.Options{ReadyTimeout: 60 * time.Second, Logger: log,
+		Registry: func(agg *model.Aggregator, log *slog.Logger) (func(context.Context) error, testenv.Setter) {
+			reg = kube.New(clients.Kube, clients.Istio, agg.NewShard(kube.RegistryName), kube.Options{Logger: log})
+			return reg.Run, reg.SetTrafficState
 		}})
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(xds.GRPCServerOptions()...)
-	srv.Register(gs)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 3)
-	go func() {
-		if err := reg.Run(ctx); err != nil {
-			t.Errorf("kube registry: %v", err)
-		}
-		done <- struct{}{}
-	}()
-	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
-	go func() { _ = gs.Serve(lis); done <- struct{}{} }()
-	t.Cleanup(func() {
-		cancel()
-		gs.Stop()
-		for range 3 {
-			<-done
-		}
-	})
-	select {
-	case <-srv.Ready():
-	case <-time.After(60 * time.Second):
-		t.Fatal("sextant did not become ready (kube registry not synced)")
-	}
-	return &kubeSextant{addr: lis.Addr().String(), reg: reg, srv: srv, clients: clients}
+	return &kubeSextant{addr: env.Addr, reg: reg, srv: env.Server, clients: clients}
 }
 
 func kptr[T any](v T) *T { return &v }
