@@ -408,9 +408,15 @@ func (c *Connection) handle(r *request) error {
 	added := c.updateSubscriptionLocked(w, r)
 	var sends []outgoing
 	switch {
-	case r.nonce == "":
+	case r.nonce == "" && !c.delta:
 		// A repeated initial request (e.g. after a client-side reset):
-		// answer with everything.
+		// the client may have dropped what it had, so answer with
+		// everything unless its version_info says it holds it.
+		w.set = nil
+		for n := range w.names {
+			w.names[n] = nil
+		}
+		w.nonceSent = ""
 		sends = c.prepareLocked(w, nil, r.version)
 	case len(added) > 0:
 		sends = c.prepareLocked(w, added, "")

@@ -67,6 +67,7 @@ type Client struct {
 	resources map[string]map[string]*anypb.Any
 	versions  map[string]map[string]string
 	sotwVer   map[string]string
+	lastNonce map[string]string
 	names     map[string]map[string]bool
 	events    chan Event
 	sendMu    sync.Mutex
@@ -104,6 +105,7 @@ func Start(ctx context.Context, conn grpc.ClientConnInterface, node *corev3.Node
 		resources: map[string]map[string]*anypb.Any{},
 		versions:  map[string]map[string]string{},
 		sotwVer:   map[string]string{},
+		lastNonce: map[string]string{},
 		names:     map[string]map[string]bool{},
 		events:    make(chan Event, 1024),
 		done:      make(chan struct{}),
@@ -171,7 +173,9 @@ func (c *Client) subscribe(typeURL string, names []string, initial bool) error {
 		}
 	}
 	all := sortedKeys(set)
-	nonce := ""
+	// Like Envoy, a SotW subscription change carries the last nonce of
+	// the type, so the server sees an update, not a reset.
+	nonce := c.lastNonce[typeURL]
 	ver := c.sotwVer[typeURL]
 	c.mu.Unlock()
 	if !initial && len(added) == 0 {
@@ -263,6 +267,7 @@ func (c *Client) recvSotw() error {
 	c.mu.Lock()
 	names := sortedKeys(c.names[t])
 	ver := c.sotwVer[t]
+	c.lastNonce[t] = resp.GetNonce()
 	c.mu.Unlock()
 	req := &discoverygrpc.DiscoveryRequest{TypeUrl: t, ResponseNonce: resp.GetNonce(), VersionInfo: ver, ResourceNames: names}
 	if detail != "" {

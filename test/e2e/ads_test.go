@@ -381,3 +381,28 @@ spec:
 `)
 	waitResources(t, first, translate.ClusterType, 6)
 }
+
+// TestRepeatedInitialRequest: a SotW client that sends its initial request
+// again (it reset its state) gets everything again, not silence.
+func TestRepeatedInitialRequest(t *testing.T) {
+	dir := t.TempDir()
+	testenv.WriteFile(t, dir+"/mesh.yaml", meshYAML)
+	env := testenv.Start(t, dir, testenv.Options{})
+	stream, err := discoverygrpc.NewAggregatedDiscoveryServiceClient(dial(t, env.Addr)).StreamAggregatedResources(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &discoverygrpc.DiscoveryRequest{TypeUrl: translate.ClusterType, Node: adsclient.Node("10.9.0.7", "resetter", "default", "", nil)}
+	for i := range 2 {
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.GetResources()) != 8 {
+			t.Fatalf("request %d: %d clusters, want all 8", i+1, len(resp.GetResources()))
+		}
+	}
+}
