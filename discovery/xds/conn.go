@@ -90,6 +90,9 @@ type Connection struct {
 	// identity is set on the secure port; secrets are issued for it.
 	identity *Identity
 	secrets  secretState
+	// debugNonces are the last nonces of istio.io/debug answers, to tell
+	// ACKs from questions.
+	debugNonces map[string]string
 }
 
 // Identity returns the authenticated identity (nil on the plaintext port).
@@ -244,6 +247,7 @@ func (s *Server) serve(sctx context.Context, delta, secure bool, recv func() (*r
 		holds:       map[*PushRecord]int{},
 		prefix:      randomPrefix(),
 		identity:    identity,
+		debugNonces: map[string]string{},
 	}
 	if pr, ok := peer.FromContext(sctx); ok {
 		c.peer = pr.Addr.String()

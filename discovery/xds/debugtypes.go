@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"encoding/json"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -10,6 +11,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/sextant-mesh/sextant/api/debug"
 )
 
 // Istio's debug types, served over ADS so `istioctl proxy-status
@@ -24,9 +27,17 @@ const (
 // PROXY_CONFIG, as istiod does); config_dump returns the named proxy's
 // ClientConfig with the resources it was sent.
 func (c *Connection) handleDebug(r *request) error {
-	if r.nonce != "" || r.hasError {
-		return nil // ACKs of debug responses need no answer.
+	if r.hasError {
+		return nil
 	}
+	c.mu.Lock()
+	acked := r.nonce != "" && r.nonce == c.debugNonces[r.typeURL]
+	c.mu.Unlock()
+	if acked {
+		return nil // an ACK of our last answer needs none
+	}
+	// Anything else is a question, even with a nonce: istioctl sends one
+	// (a timestamp) on its first request.
 	// On the secure port, callers outside the root namespace see only the
 	// proxies of their own namespace, as istiod does.
 	visible := func(conn *Connection) bool {
@@ -59,17 +70,30 @@ func (c *Connection) handleDebug(r *request) error {
 	}
 	c.mu.Lock()
 	nonce := c.nextNonce()
+	c.debugNonces[r.typeURL] = nonce
 	c.mu.Unlock()
 	return c.sendWithTimeout(func() error {
 		if c.delta {
-			resp := &discoverygrpc.DeltaDiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce}
+			resp := &discoverygrpc.DeltaDiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, ControlPlane: c.s.controlPlane()}
 			for _, a := range res {
 				resp.Resources = append(resp.Resources, &discoverygrpc.Resource{Resource: a})
 			}
 			return c.sendDelta(resp)
 		}
-		return c.sendSotw(&discoverygrpc.DiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, VersionInfo: time.Now().Format(time.RFC3339Nano), Resources: res})
+		return c.sendSotw(&discoverygrpc.DiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, VersionInfo: time.Now().Format(time.RFC3339Nano),
+			Resources: res, ControlPlane: c.s.controlPlane()})
 	})
+}
+
+// controlPlane identifies this server as istiod does (a JSON
+// IstioControlPlaneInstance), so istioctl shows it in the ISTIOD column.
+func (s *Server) controlPlane() *corev3.ControlPlane {
+	b, _ := json.Marshal(map[string]any{
+		"Component": "sextant",
+		"ID":        s.opts.InstanceID,
+		"Info":      map[string]string{"version": debug.BuildVersion()},
+	})
+	return &corev3.ControlPlane{Identifier: string(b)}
 }
 
 func configStatus(w WatchStatus) statusv3.ConfigStatus {
@@ -89,7 +113,8 @@ func configStatus(w WatchStatus) statusv3.ConfigStatus {
 // included as generic xDS configs.
 func (c *Connection) ClientConfig(resources bool) *statusv3.ClientConfig {
 	cc := &statusv3.ClientConfig{
-		Node: &corev3.Node{Id: c.proxy.ID, Metadata: c.proxy.Metadata},
+		// istiod names proxies pod.namespace here; istioctl prints it.
+		Node: &corev3.Node{Id: c.proxy.Name, Metadata: c.proxy.Metadata},
 	}
 	for _, w := range c.Watches() {
 		gx := &statusv3.ClientConfig_GenericXdsConfig{
