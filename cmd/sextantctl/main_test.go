@@ -26,27 +26,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
 // meshYAML is the mesh the CLI tests run against: a service with two
 // subsets and a weighted VirtualService, and a second service on two ports.
-const meshYAML = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  resolution: STATIC
-  ports:
-  - {number: 9080, name: http, protocol: HTTP}
-  endpoints:
-  - {address: 10.1.0.1, labels: {version: v1}}
-  - {address: 10.1.0.2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
-  host: reviews.default.svc.cluster.local
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
----
+const meshYAML = testenv.ReviewsYAML + `---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews, namespace: default}
@@ -64,18 +44,7 @@ spec:
     - destination: {host: reviews.default.svc.cluster.local, subset: v2}
       weight: 25
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: ratings, namespace: default}
-spec:
-  hosts: [ratings.default.svc.cluster.local]
-  resolution: STATIC
-  ports:
-  - {number: 9080, name: http, protocol: HTTP}
-  - {number: 9090, name: grpc, protocol: GRPC}
-  endpoints:
-  - {address: 10.2.0.1}
-`
+` + testenv.RatingsYAML
 
 // mesh is a running Sextant with three connected proxies:
 //   - sotw.default: an Envoy sidecar on a state-of-the-world stream,

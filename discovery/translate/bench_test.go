@@ -48,7 +48,12 @@ func translateProxy(ctx *Context, b *testing.B, gen string) (resources, bytes in
 // endpoints for one proxy with an empty cache (every resource built and
 // marshalled).
 func BenchmarkTranslateCold(b *testing.B) {
-	snap := meshtest.FromYAML(b, benchMesh(1000, 10))
+	benchPerGenerator(b, meshtest.FromYAML(b, benchMesh(1000, 10)))
+}
+
+// benchPerGenerator translates snap from an empty cache for a proxyless
+// and a sidecar proxy, reporting what one proxy receives.
+func benchPerGenerator(b *testing.B, snap *model.Snapshot) {
 	for _, gen := range []string{"grpc", ""} {
 		name := gen
 		if name == "" {
@@ -84,21 +89,5 @@ func BenchmarkTranslateWarm(b *testing.B) {
 func BenchmarkTranslateScoped(b *testing.B) {
 	mesh := benchMesh(1000, 10)
 	mesh["sidecar.yaml"] = []byte("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: ns0}\nspec:\n  egress:\n  - hosts: [\"./*\"]\n")
-	snap := meshtest.FromYAML(b, mesh)
-	for _, gen := range []string{"grpc", ""} {
-		name := gen
-		if name == "" {
-			name = "sidecar"
-		}
-		b.Run(name, func(b *testing.B) {
-			var res, bytes int
-			b.ReportAllocs()
-			for b.Loop() {
-				ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
-				res, bytes = translateProxy(ctx, b, gen)
-			}
-			b.ReportMetric(float64(res), "resources/proxy")
-			b.ReportMetric(float64(bytes), "bytes/proxy")
-		})
-	}
+	benchPerGenerator(b, meshtest.FromYAML(b, mesh))
 }
