@@ -286,8 +286,7 @@ func (a *Aggregator) buildLocked() *Snapshot {
 		for _, svc := range sh.services {
 			cands[svc.Hostname] = append(cands[svc.Hostname], svc)
 		}
-		for loc, errs := range sh.errors {
-			_ = loc
+		for _, errs := range sh.errors {
 			snap.Errors = append(snap.Errors, errs...)
 		}
 		for _, c := range sh.configs {

@@ -152,8 +152,8 @@ type Service struct {
 	Selector     map[string]string
 	CreationTime time.Time
 	Source       Source
-	// TrafficShare overrides the mesh-wide keepalive share for this service,
-	// as a fraction (0 = use the mesh default).
+	// KeepaliveShare overrides the mesh-wide keepalive share for this
+	// service, as a fraction (0 = use the mesh default).
 	KeepaliveShare float64
 }
 

@@ -7,7 +7,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -186,12 +185,9 @@ func buildCluster(gen proxy.Generator, name string, svc *model.Service, port mod
 	applyLB(cl, gen, pol.lb)
 	applyPool(cl, gen, pol.pool)
 	applyOutlier(cl, pol.outlier)
-	applyTLS(func(ctx *tlsv3.UpstreamTlsContext) {
-		cl.TransportSocket = &corev3.TransportSocket{
-			Name:       "envoy.transport_sockets.tls",
-			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAnyOf(ctx)},
-		}
-	}, gen, pol.tls)
+	if ctx := upstreamTLS(gen, pol.tls); ctx != nil {
+		cl.TransportSocket = tlsSocket(ctx)
+	}
 	if !svc.MeshExternal {
 		applyMeshTLS(cl, gen, pol, mesh, port, subset, svc.Hostname, sans)
 	}
@@ -283,11 +279,6 @@ func applyLB(cl *clusterv3.Cluster, gen proxy.Generator, lb *networking.LoadBala
 				MinimumRingSize: wrapperspb.UInt64(size),
 			}}
 		}
-	}
-	if ls := lb.GetLocalityLbSetting(); ls != nil && gen == proxy.GenEnvoy && ls.GetEnabled().GetValue() {
-		// Failover priorities need outlier detection, as in Istio; they are
-		// expressed in EDS priorities per proxy locality.
-		_ = ls
 	}
 }
 

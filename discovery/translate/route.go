@@ -403,11 +403,7 @@ func retryPolicy(r *networking.HTTPRetry, grpc bool) *routev3.RetryPolicy {
 		}
 		on = strings.Join(kept, ",")
 	}
-	rp := &routev3.RetryPolicy{RetryOn: on, NumRetries: wrapperspb.UInt32(uint32(r.GetAttempts())), PerTryTimeout: r.GetPerTryTimeout()}
-	if grpc && rp.PerTryTimeout == nil {
-		return rp
-	}
-	return rp
+	return &routev3.RetryPolicy{RetryOn: on, NumRetries: wrapperspb.UInt32(uint32(r.GetAttempts())), PerTryTimeout: r.GetPerTryTimeout()}
 }
 
 func routeMatch(m *networking.HTTPMatchRequest, grpc bool) *routev3.RouteMatch {

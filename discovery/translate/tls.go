@@ -9,17 +9,17 @@ import (
 	"github.com/sextant-mesh/sextant/discovery/proxy"
 )
 
-// applyTLS sets the upstream TLS transport socket for DestinationRule modes
-// SIMPLE and MUTUAL (files on the proxy's filesystem, as Istio does).
-// ISTIO_MUTUAL is handled with the workload certificates (SDS).
-func applyTLS(clusterTLS func(*tlsv3.UpstreamTlsContext), gen proxy.Generator, s *networking.ClientTLSSettings) {
+// upstreamTLS is the client TLS context of DestinationRule modes SIMPLE and
+// MUTUAL (files on the proxy's filesystem, as Istio does), or nil.
+// ISTIO_MUTUAL is handled with the workload certificates (mtls.go).
+func upstreamTLS(gen proxy.Generator, s *networking.ClientTLSSettings) *tlsv3.UpstreamTlsContext {
 	if s == nil || gen != proxy.GenEnvoy {
-		return
+		return nil
 	}
 	switch s.GetMode() {
 	case networking.ClientTLSSettings_SIMPLE, networking.ClientTLSSettings_MUTUAL:
 	default:
-		return
+		return nil
 	}
 	ctx := &tlsv3.UpstreamTlsContext{Sni: s.GetSni(), CommonTlsContext: &tlsv3.CommonTlsContext{}}
 	if !s.GetInsecureSkipVerify().GetValue() {
@@ -43,5 +43,5 @@ func applyTLS(clusterTLS func(*tlsv3.UpstreamTlsContext), gen proxy.Generator, s
 			PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: s.GetPrivateKey()}},
 		}}
 	}
-	clusterTLS(ctx)
+	return ctx
 }
