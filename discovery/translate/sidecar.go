@@ -7,6 +7,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
@@ -60,6 +61,10 @@ type inboundPortInfo struct {
 	port     uint32 // the port traffic arrives on (endpoint/target port)
 	protocol model.Protocol
 	name     string
+	// defaultEndpoint is a Sidecar ingress listener's target
+	// (127.0.0.1:8080, 0.0.0.0:8080 or unix://…); empty means the original
+	// destination.
+	defaultEndpoint string
 }
 
 // workloadPorts finds the inbound ports of the proxy's workload: the
@@ -74,7 +79,8 @@ func (c *Context) workloadPorts(p *proxy.Proxy) []inboundPortInfo {
 				continue
 			}
 			seen[n] = true
-			out = append(out, inboundPortInfo{port: n, protocol: model.ParseProtocol(in.GetPort().GetProtocol()), name: in.GetPort().GetName()})
+			out = append(out, inboundPortInfo{port: n, protocol: model.ParseProtocol(in.GetPort().GetProtocol()), name: in.GetPort().GetName(),
+				defaultEndpoint: in.GetDefaultEndpoint()})
 		}
 		if len(out) > 0 {
 			return out
@@ -103,8 +109,13 @@ func (c *Context) inboundClusters(ports []inboundPortInfo) []*Resource {
 	var out []*Resource
 	for _, ip := range ports {
 		name := InboundClusterName(ip.port)
-		res, err := c.cache.get(c.gen, ClusterType, name, c.meshHash, func() proto.Message {
-			return inboundCluster(name, c.Mesh)
+		ep := ip.defaultEndpoint
+		res, err := c.cache.get(c.gen, ClusterType, name, (&model.Hasher{}).U64(c.meshHash).Str(ep).Sum(), func() proto.Message {
+			cl := inboundCluster(name, c.Mesh)
+			if ep != "" {
+				toDefaultEndpoint(cl, ep)
+			}
+			return cl
 		})
 		c.addErr(err)
 		if res != nil {
@@ -130,6 +141,29 @@ func inboundCluster(name string, mesh model.MeshConfig) *clusterv3.Cluster {
 		UpstreamBindConfig:   &corev3.BindConfig{SourceAddress: &corev3.SocketAddress{Address: "127.0.0.6", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 0}}},
 		CircuitBreakers:      &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{unlimited()}},
 	}
+}
+
+// toDefaultEndpoint sends an inbound cluster to a Sidecar ingress
+// listener's defaultEndpoint instead of the original destination. Istio's
+// 0.0.0.0 means "the workload's address"; a sidecar reaches it on loopback.
+func toDefaultEndpoint(cl *clusterv3.Cluster, ep string) {
+	cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	cl.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+	cl.UpstreamBindConfig = nil
+	var addr *corev3.Address
+	if path, ok := strings.CutPrefix(ep, "unix://"); ok {
+		addr = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}}
+	} else {
+		host, port, _ := strings.Cut(ep, ":")
+		if host == "0.0.0.0" || host == "" {
+			host = "127.0.0.1"
+		}
+		n, _ := strconv.ParseUint(port, 10, 32)
+		addr = socketAddress(host, uint32(n))
+	}
+	cl.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: cl.Name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
+		LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}}}},
+	}}}
 }
 
 func unlimited() *clusterv3.CircuitBreakers_Thresholds {
