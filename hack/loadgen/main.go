@@ -48,6 +48,7 @@ type config struct {
 	changeInterval                        time.Duration
 	heapProfile                           string
 	cpuProfile                            string
+	goroutineProfile                      string
 	changeKind                            string
 	scoped                                bool
 	churnRate                             float64
@@ -70,6 +71,7 @@ func main() {
 	flag.DurationVar(&c.changeInterval, "change-interval", 0, "with >0, changes are sent at this interval without waiting for convergence (churn)")
 	flag.StringVar(&c.heapProfile, "heap-profile", "", "write the server's heap profile (after connecting) to this file")
 	flag.StringVar(&c.cpuProfile, "cpu-profile", "", "write the server's CPU profile over the measured changes to this file")
+	flag.StringVar(&c.goroutineProfile, "goroutine-profile", "", "write the server's goroutine dump (after connecting) to this file")
 	flag.StringVar(&c.changeKind, "change-kind", "endpoint", "what each change does: endpoint (move one endpoint), vs (change one VirtualService: a full push), or flip (switch every endpoint of svc-0 between keepalive and running through /api/v1/traffic)")
 	flag.BoolVar(&c.scoped, "scoped", false, "give every namespace a Sidecar importing only its own namespace")
 	flag.Float64Var(&c.churnRate, "churn-rate", 0, "after the measured changes, move endpoints at this many events per second")
@@ -180,6 +182,11 @@ func run(c config) error {
 	time.Sleep(500 * time.Millisecond)
 	drain(clients)
 	rssConnected := rss(srv.Process.Pid)
+	if c.goroutineProfile != "" {
+		if err := download("http://"+monAddr+"/debug/pprof/goroutine?debug=1", c.goroutineProfile); err != nil {
+			return err
+		}
+	}
 	if c.heapProfile != "" {
 		if err := download("http://"+monAddr+"/debug/pprof/heap?gc=1", c.heapProfile); err != nil {
 			return err
