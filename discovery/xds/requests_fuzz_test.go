@@ -29,28 +29,8 @@ import (
 	"github.com/sextant-mesh/sextant/internal/testenv"
 )
 
-const fuzzMesh = `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: reviews, namespace: default}
-spec:
-  hosts: [reviews.default.svc.cluster.local]
-  resolution: STATIC
-  ports:
-  - {number: 9080, name: http, protocol: HTTP}
-  - {number: 9090, name: grpc, protocol: GRPC}
-  endpoints:
-  - {address: 10.1.0.1, labels: {version: v1}}
-  - {address: 10.1.0.2, labels: {version: v2}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: reviews, namespace: default}
-spec:
-  host: reviews.default.svc.cluster.local
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-`
+// fuzzMesh: reviews (two subsets) and ratings (HTTP and gRPC ports).
+const fuzzMesh = testenv.ReviewsYAML + "---\n" + testenv.RatingsYAML
 
 // Vocabulary the fuzzer picks from (by index) besides raw strings, so it
 // reaches real resources quickly.
