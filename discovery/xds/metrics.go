@@ -26,6 +26,7 @@ type Metrics struct {
 	Marshals        prometheus.CounterFunc
 	CacheHits       prometheus.CounterFunc
 	CacheMisses     prometheus.CounterFunc
+	CacheHitRatio   prometheus.GaugeFunc
 	StuckStreams    prometheus.Counter
 	RejectedStreams *prometheus.CounterVec
 	TranslateErrors prometheus.GaugeFunc
@@ -66,6 +67,14 @@ func newMetrics(marshals, hits, misses, translateErrors func() float64) *Metrics
 			Help: "Resource lookups served from the content-addressed cache."}, hits),
 		CacheMisses: prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sextant_xds_cache_misses_total",
 			Help: "Resource lookups that had to build the resource."}, misses),
+		CacheHitRatio: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sextant_xds_cache_hit_ratio",
+			Help: "Share of resource lookups served from the cache since start (hits / (hits + misses))."}, func() float64 {
+			h, m := hits(), misses()
+			if h+m == 0 {
+				return 0
+			}
+			return h / (h + m)
+		}),
 		StuckStreams: prometheus.NewCounter(prometheus.CounterOpts{Name: "pilot_xds_write_timeout",
 			Help: "Streams closed because a send did not complete in time."}),
 		RejectedStreams: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sextant_xds_rejected_streams_total",
@@ -77,7 +86,7 @@ func newMetrics(marshals, hits, misses, translateErrors func() float64) *Metrics
 	}
 	r.MustRegister(m.Connections, m.Pushes, m.Rejects, m.PushTime, m.Convergence, m.QueueTime, m.ConfigSize,
 		m.PushTriggers, m.DebounceTime, m.Services, m.ConfigErrors, m.ExpiredNonce, m.InboundUpdates,
-		m.Marshals, m.CacheHits, m.CacheMisses, m.StuckStreams, m.RejectedStreams, m.TranslateErrors, m.SnapshotVersion,
+		m.Marshals, m.CacheHits, m.CacheMisses, m.CacheHitRatio, m.StuckStreams, m.RejectedStreams, m.TranslateErrors, m.SnapshotVersion,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

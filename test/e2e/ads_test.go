@@ -252,6 +252,43 @@ func TestEndpointChangeMarshalsOnce(t *testing.T) {
 	})
 }
 
+// TestConfigChangeReusesUnchangedResources: a config change (a full push)
+// rebuilds and re-marshals only the resources whose inputs changed; every
+// other lookup is a cache hit, exported as sextant_xds_cache_hit_ratio.
+func TestConfigChangeReusesUnchangedResources(t *testing.T) {
+	dir := t.TempDir()
+	testenv.WriteFile(t, dir+"/mesh.yaml", meshYAML)
+	env := testenv.Start(t, dir, testenv.Options{})
+	cc := dial(t, env.Addr)
+	c := startClient(t, cc, "p", "grpc", adsclient.Options{})
+	waitResources(t, c, translate.EndpointType, 5)
+	waitSynced(t, env, 1)
+	before := env.Server.CacheStats()
+	env.WriteFile(t, "more.yaml", `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: more, namespace: default}
+spec:
+  hosts: [more.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.3.0.9}]
+`)
+	waitResources(t, c, translate.EndpointType, 6)
+	waitSynced(t, env, 1)
+	after := env.Server.CacheStats()
+	// New: the cluster, listener, route and endpoints of "more".
+	if got := after.Marshals - before.Marshals; got != 4 {
+		t.Errorf("a new service marshalled %d resources, want 4", got)
+	}
+	// Unchanged: 5 clusters, 3 listeners, 3 routes, 5 endpoint sets.
+	if got := after.Hits - before.Hits; got < 16 {
+		t.Errorf("cache hits on the full push: %d, want at least the 16 unchanged resources", got)
+	}
+	if m := env.Get(t, "/metrics"); !strings.Contains(m, "sextant_xds_cache_hit_ratio 0.") {
+		t.Errorf("cache hit ratio not exported:\n%s", grep(m, "sextant_xds_cache"))
+	}
+}
+
 func waitSynced(t testing.TB, env *testenv.Env, n int) {
 	t.Helper()
 	testenv.Eventually(t, 10*time.Second, func() string {
