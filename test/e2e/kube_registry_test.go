@@ -3,46 +3,20 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	networking "istio.io/api/networking/v1alpha3"
 	istionet "istio.io/client-go/pkg/apis/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/sextant-mesh/sextant/discovery/translate"
 	"github.com/sextant-mesh/sextant/internal/adsclient"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 	"github.com/sextant-mesh/sextant/model"
 )
-
-// kubeEDS returns the sorted "address:port labels" of a cluster's load
-// assignment as a proxy received it.
-func kubeEDS(t *testing.T, c *adsclient.Client, cluster string) string {
-	t.Helper()
-	res := c.Resources(translate.EndpointType)[cluster]
-	if res == nil {
-		return "<no EDS resource>"
-	}
-	cla := &endpointv3.ClusterLoadAssignment{}
-	if err := res.UnmarshalTo(cla); err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, lle := range cla.GetEndpoints() {
-		for _, lb := range lle.GetLbEndpoints() {
-			sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
-			out = append(out, fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
-		}
-	}
-	slices.Sort(out)
-	return strings.Join(out, ",")
-}
 
 func kubeVS(name string, w1, w2 int32) *istionet.VirtualService {
 	v := &istionet.VirtualService{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "apps"}}
@@ -87,7 +61,7 @@ func TestKubeRegistryEDS(t *testing.T) {
 	want := func(what, eds string) {
 		t.Helper()
 		testenv.Eventually(t, 20*time.Second, func() string {
-			if got := kubeEDS(t, proxy, cluster); got != eds {
+			if got := edsAddrs(t, proxy, cluster); got != eds {
 				return what + ": EDS " + got + ", want " + eds
 			}
 			return ""
@@ -118,7 +92,7 @@ func TestKubeRegistryEDS(t *testing.T) {
 	}
 	want("subset v2", "198.18.0.1:8080,198.18.0.2:8080")
 	testenv.Eventually(t, 20*time.Second, func() string {
-		if got := kubeEDS(t, proxy, "outbound|80|v2|echo.apps.svc.cluster.local"); got != "198.18.0.2:8080" {
+		if got := edsAddrs(t, proxy, "outbound|80|v2|echo.apps.svc.cluster.local"); got != "198.18.0.2:8080" {
 			return "subset v2: " + got
 		}
 		return ""
@@ -160,7 +134,7 @@ func TestKubeRegistryEDS(t *testing.T) {
 	c.StopAPIServer()
 	t.Logf("API server stopped in %v", time.Since(down).Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
-	if got := kubeEDS(t, proxy, cluster); got != "198.18.0.1:8080,198.18.0.2:8080" {
+	if got := edsAddrs(t, proxy, cluster); got != "198.18.0.1:8080,198.18.0.2:8080" {
 		t.Fatalf("EDS while the API server is down: %s", got)
 	}
 	if !s.srv.IsReady() || len(s.srv.Snapshot().Services()) == 0 {
