@@ -207,13 +207,24 @@ func (s *Snapshot) DestinationRule(host, proxyNS, svcNS string) *Config {
 	if c := pick(s.drExact[host]); c != nil {
 		return c
 	}
-	var wild []*Config
+	return pick(s.wildcardDestinationRules(host))
+}
+
+// DestinationRulesFor returns every DestinationRule whose host covers host,
+// whatever namespace it is visible to: exact hosts first, then wildcards.
+// It answers from the index, not by scanning all rules.
+func (s *Snapshot) DestinationRulesFor(host string) []*Config {
+	return append(append([]*Config(nil), s.drExact[host]...), s.wildcardDestinationRules(host)...)
+}
+
+func (s *Snapshot) wildcardDestinationRules(host string) []*Config {
+	var out []*Config
 	for _, hc := range s.drWildcard {
 		if HostMatches(hc.host, host) {
-			wild = append(wild, hc.cfg)
+			out = append(out, hc.cfg)
 		}
 	}
-	return pick(wild)
+	return out
 }
 
 // Sidecar returns the Sidecar that scopes a workload with the given labels

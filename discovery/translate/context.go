@@ -348,12 +348,9 @@ func ClusterNamesForHost(snap *model.Snapshot, host string) []string {
 		return nil
 	}
 	subsets := map[string]bool{"": true}
-	for _, c := range snap.Configs(model.KindDestinationRule) {
-		dr := c.Spec.(*networking.DestinationRule)
-		if model.HostMatches(model.ResolveHost(dr.GetHost(), c.Key.Namespace), host) {
-			for _, ss := range dr.GetSubsets() {
-				subsets[ss.GetName()] = true
-			}
+	for _, c := range snap.DestinationRulesFor(host) {
+		for _, ss := range c.Spec.(*networking.DestinationRule).GetSubsets() {
+			subsets[ss.GetName()] = true
 		}
 	}
 	var out []string
