@@ -70,7 +70,7 @@ type Context struct {
 
 	mu     sync.Mutex
 	scopes map[proxy.Scope]*scopeResult
-	eds    sync.Map // edsKey -> *Resource (nil stored as typed nil)
+	eds    sync.Map // edsKey -> *edsEntry
 	warned sync.Map
 	errs   []error
 }
@@ -239,35 +239,59 @@ func ParseClusterName(name string) (port uint32, subset, host string, err error)
 // Endpoint returns the ClusterLoadAssignment named by an outbound cluster
 // name, as seen by p, or nil when there is no such cluster.
 func (c *Context) Endpoint(p *proxy.Proxy, name string) *Resource {
+	// On an EDS push this runs once per proxy and changed cluster, so the
+	// memo is consulted before anything is parsed or looked up. The
+	// DestinationRule (and so the subset's labels) depends on the proxy's
+	// namespace; priorities depend on its locality only when the policy is
+	// locality-aware.
+	base := edsKey{name: name, namespace: p.Namespace}
+	if v, ok := c.eds.Load(base); ok {
+		e := v.(*edsEntry)
+		if !e.localityAware || p.Locality == "" {
+			return e.res
+		}
+		if v, ok := c.eds.Load(edsKey{name: name, namespace: p.Namespace, locality: p.Locality}); ok {
+			return v.(*edsEntry).res
+		}
+		res := c.buildEndpoint(e.svc, e.port, e.subset, name, e.drc, e.pol, p.Locality)
+		c.eds.Store(edsKey{name: name, namespace: p.Namespace, locality: p.Locality}, &edsEntry{res: res})
+		return res
+	}
+	e := &edsEntry{}
 	port, subset, host, err := ParseClusterName(name)
-	if err != nil {
-		return nil
-	}
 	svc := c.Snap.Service(host)
-	if svc == nil || !svc.VisibleTo(p.Namespace) {
-		return nil
+	if err == nil && svc != nil && svc.VisibleTo(p.Namespace) {
+		e.svc, e.port, e.subset = svc, port, subset
+		e.drc = c.Snap.DestinationRule(svc.Hostname, p.Namespace, svc.Namespace)
+		var dr *networking.DestinationRule
+		if e.drc != nil {
+			dr = e.drc.Spec.(*networking.DestinationRule)
+		}
+		e.pol = effectivePolicy(dr, port, subset)
+		e.localityAware = localityAware(e.pol)
+		e.res = c.buildEndpoint(svc, port, subset, name, e.drc, e.pol, "")
 	}
-	// The DestinationRule (and so the subset's labels) depends on the
-	// proxy's namespace, and locality-aware priorities on its locality;
-	// memoise per (name, namespace, locality when it matters).
-	key := name + "\x00" + p.Namespace
-	drc := c.Snap.DestinationRule(svc.Hostname, p.Namespace, svc.Namespace)
-	var dr *networking.DestinationRule
-	if drc != nil {
-		dr = drc.Spec.(*networking.DestinationRule)
+	if actual, loaded := c.eds.LoadOrStore(base, e); loaded {
+		e = actual.(*edsEntry)
 	}
-	pol := effectivePolicy(dr, port, subset)
-	locality := ""
-	if localityAware(pol) && p.Locality != "" {
-		locality = p.Locality
-		key += "\x00" + locality
+	if e.svc == nil || !e.localityAware || p.Locality == "" {
+		return e.res
 	}
-	if v, ok := c.eds.Load(key); ok {
-		return v.(*Resource)
-	}
-	res := c.buildEndpoint(svc, port, subset, name, drc, pol, locality)
-	c.eds.Store(key, res)
-	return res
+	return c.Endpoint(p, name)
+}
+
+// edsKey memoises EDS resources per snapshot.
+type edsKey struct{ name, namespace, locality string }
+
+// edsEntry is what an EDS lookup found for a (cluster, namespace).
+type edsEntry struct {
+	res           *Resource
+	svc           *model.Service
+	port          uint32
+	subset        string
+	drc           *model.Config
+	pol           policy
+	localityAware bool
 }
 
 // localityAware reports whether EDS priorities follow the proxy's locality:
