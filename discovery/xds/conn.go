@@ -51,6 +51,9 @@ type watch struct {
 	// names holds, for named types, each subscribed name and the resource
 	// last sent for it (nil: not sent).
 	names map[string]*translate.Resource
+	// namesSum is the running sum of nameHash over names (see
+	// namedVersionLocked); change names only through setName and dropName.
+	namesSum uint64
 	// set is what a wildcard subscription was last sent.
 	set *translate.TypeSet
 	// initial are the versions a delta client reported on (re)connect.
@@ -379,7 +382,7 @@ func (c *Connection) handle(r *request) error {
 		if c.delta && !w.wildcard {
 			for n, v := range r.initial {
 				if _, ok := w.names[n]; ok {
-					w.names[n] = &translate.Resource{Name: n, Version: v}
+					w.setName(n, &translate.Resource{Name: n, Version: v})
 				}
 			}
 		}
@@ -418,7 +421,7 @@ func (c *Connection) handle(r *request) error {
 		// everything unless its version_info says it holds it.
 		w.set = nil
 		for n := range w.names {
-			w.names[n] = nil
+			w.setName(n, nil)
 		}
 		w.nonceSent = ""
 		sends = c.prepareLocked(w, nil, r.version)
@@ -439,12 +442,12 @@ func (c *Connection) updateSubscriptionLocked(w *watch, r *request) []string {
 	if c.delta {
 		for _, n := range r.subscribe {
 			if _, ok := w.names[n]; !ok && n != "*" {
-				w.names[n] = nil
+				w.setName(n, nil)
 				added = append(added, n)
 			}
 		}
 		for _, n := range r.unsubscribe {
-			delete(w.names, n)
+			w.dropName(n)
 		}
 		return added
 	}
@@ -452,13 +455,13 @@ func (c *Connection) updateSubscriptionLocked(w *watch, r *request) []string {
 	for _, n := range r.names {
 		want[n] = true
 		if _, ok := w.names[n]; !ok {
-			w.names[n] = nil
+			w.setName(n, nil)
 			added = append(added, n)
 		}
 	}
 	for n := range w.names {
 		if !want[n] {
-			delete(w.names, n)
+			w.dropName(n)
 		}
 	}
 	return added
@@ -691,10 +694,10 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 			if c.delta && (cur != nil || contains(only, n)) {
 				removed = append(removed, n)
 			}
-			w.names[n] = nil
+			w.setName(n, nil)
 		case cur == nil || cur.Version != r.Version:
 			changed = append(changed, r)
-			w.names[n] = r
+			w.setName(n, r)
 		}
 	}
 	ver := c.namedVersionLocked(w)
@@ -742,23 +745,38 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// namedVersionLocked is the SotW version_info of a named watch: a hash of
-// every subscribed resource's version, so a reconnecting client that holds
-// the same set gets nothing resent.
+// namedVersionLocked is the SotW version_info of a named watch: an
+// order-independent sum of the hashes of every subscribed name and the
+// version sent for it, kept up to date as names change (no per-send sort),
+// so a reconnecting client that holds the same set gets nothing resent.
 func (c *Connection) namedVersionLocked(w *watch) string {
-	names := make([]string, 0, len(w.names))
-	for n := range w.names {
-		names = append(names, n)
+	return strconv.FormatUint(w.namesSum, 16)
+}
+
+// nameHash is one subscribed name's share of a named watch's version.
+func nameHash(n string, r *translate.Resource) uint64 {
+	h := (&model.Hasher{}).Str(n)
+	if r != nil {
+		h.Str(r.Version)
 	}
-	sortStrings(names)
-	h := &model.Hasher{}
-	for _, n := range names {
-		h.Str(n)
-		if r := w.names[n]; r != nil {
-			h.Str(r.Version)
-		}
+	return h.Sum()
+}
+
+// setName records what was sent (nil: nothing yet) for a subscribed name.
+func (w *watch) setName(n string, r *translate.Resource) {
+	if old, ok := w.names[n]; ok {
+		w.namesSum -= nameHash(n, old)
 	}
-	return strconv.FormatUint(h.Sum(), 16)
+	w.names[n] = r
+	w.namesSum += nameHash(n, r)
+}
+
+// dropName unsubscribes a name.
+func (w *watch) dropName(n string) {
+	if old, ok := w.names[n]; ok {
+		w.namesSum -= nameHash(n, old)
+		delete(w.names, n)
+	}
 }
 
 func versionOf(rs []*translate.Resource) string {
