@@ -335,7 +335,21 @@ func TestResumeSendsNothing(t *testing.T) {
 		cc := dial(t, target.Addr)
 		d := startClient(t, cc, "delta-again", "grpc", adsclient.Options{Delta: true, InitialVersions: initial})
 		s := startClient(t, cc, "sotw-again", "grpc", adsclient.Options{InitialSotW: sotwVersions})
-		time.Sleep(300 * time.Millisecond)
+		// Wait until the server has answered both resumed streams' requests
+		// by recording them as in sync (nothing to send), so the checks
+		// below cannot pass merely because nothing arrived yet.
+		testenv.Eventually(t, 5*time.Second, func() string {
+			got := map[string]bool{}
+			for _, st := range syncz(t, target) {
+				if st.Types["cds"].Status == "SYNCED" && st.Types["lds"].Status == "SYNCED" && st.Types["cds"].NonceSent == "resumed" {
+					got[st.Proxy] = true
+				}
+			}
+			if !got["delta-again.default"] || !got["sotw-again.default"] {
+				return fmt.Sprintf("resumed proxies not recorded as in sync: %v", got)
+			}
+			return ""
+		})
 		for _, c := range []*adsclient.Client{d, s} {
 			for _, typ := range []string{translate.ClusterType, translate.ListenerType} {
 				if got := len(c.Resources(typ)); got != 0 {
