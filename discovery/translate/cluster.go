@@ -48,7 +48,7 @@ func (c *Context) clusters(p *proxy.Proxy, services []*model.Service) []*Resourc
 			continue // gRPC has no original-destination clusters.
 		}
 		// The destination's identities are the SANs mTLS accepts.
-		sans := serviceAccounts(c.Mesh, svc, c.Snap.Endpoints(svc.Hostname))
+		sans := c.serviceAccounts(svc)
 		base := (&model.Hasher{}).Str(gen).U64(c.Snap.ServiceHash(svc.Hostname)).U64(drHash).U64(c.meshHash).Strs(sans).Sum()
 		for _, port := range svc.Ports {
 			subsets := []string{""}

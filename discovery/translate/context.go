@@ -71,6 +71,7 @@ type Context struct {
 	mu     sync.Mutex
 	scopes map[proxy.Scope]*scopeResult
 	eds    sync.Map // edsKey -> *edsEntry
+	sans   sync.Map // hostname -> []string
 	warned sync.Map
 	errs   []error
 }

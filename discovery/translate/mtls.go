@@ -64,6 +64,17 @@ func SpiffeID(trustDomain, ns, sa string) string {
 	return "spiffe://" + trustDomain + "/ns/" + ns + "/sa/" + sa
 }
 
+// serviceAccounts returns the SANs a client accepts from svc, computed once
+// per snapshot (every scope builds the service's clusters).
+func (c *Context) serviceAccounts(svc *model.Service) []string {
+	if v, ok := c.sans.Load(svc.Hostname); ok {
+		return v.([]string)
+	}
+	sans := serviceAccounts(c.Mesh, svc, c.Snap.Endpoints(svc.Hostname))
+	c.sans.Store(svc.Hostname, sans)
+	return sans
+}
+
 // serviceAccounts returns the sorted SPIFFE identities of a service's
 // endpoints: the SANs a client accepts from it.
 func serviceAccounts(mesh model.MeshConfig, svc *model.Service, eps *model.EndpointSet) []string {
