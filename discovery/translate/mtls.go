@@ -16,6 +16,7 @@ import (
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
 
+	"github.com/sextant-mesh/sextant/ca/spiffe"
 	"github.com/sextant-mesh/sextant/discovery/proxy"
 	"github.com/sextant-mesh/sextant/model"
 )
@@ -56,12 +57,13 @@ func sdsSource(mesh model.MeshConfig) *corev3.ConfigSource {
 	}
 }
 
-// SpiffeID is the identity of a service account.
-func SpiffeID(trustDomain, ns, sa string) string {
-	if strings.HasPrefix(sa, "spiffe://") {
+// spiffeID is the identity of an endpoint's service account, which a
+// registry may also give as a full SPIFFE ID.
+func spiffeID(trustDomain, ns, sa string) string {
+	if strings.HasPrefix(sa, spiffe.Scheme+"://") {
 		return sa
 	}
-	return "spiffe://" + trustDomain + "/ns/" + ns + "/sa/" + sa
+	return spiffe.ID{TrustDomain: trustDomain, Namespace: ns, ServiceAccount: sa}.String()
 }
 
 // serviceAccounts returns the SANs a client accepts from svc, computed once
@@ -87,7 +89,7 @@ func serviceAccounts(mesh model.MeshConfig, svc *model.Service, eps *model.Endpo
 		if ep.ServiceAccount == "" {
 			continue
 		}
-		id := SpiffeID(mesh.TrustDomain, svc.Namespace, ep.ServiceAccount)
+		id := spiffeID(mesh.TrustDomain, svc.Namespace, ep.ServiceAccount)
 		if !seen[id] {
 			seen[id] = true
 			out = append(out, id)
