@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,20 +84,8 @@ func start(t testing.TB, o envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := iss.NewServingCert(nil, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(sc.TLSConfig())))
-	svc.Register(gs)
-	done := make(chan struct{})
-	go func() { _ = gs.Serve(lis); close(done) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	return &env{iss: iss, svc: svc, reg: reg, addr: lis.Addr().String(), kube: kube, dir: dir}
+	addr := catest.ServeTLS(t, iss, nil, nil, func(gs *grpc.Server) { svc.Register(gs) })
+	return &env{iss: iss, svc: svc, reg: reg, addr: addr, kube: kube, dir: dir}
 }
 
 // client dials the CA as istio-agent does: TLS, trusting root-cert.pem,
@@ -391,22 +378,11 @@ func TestPluggedInChainOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := iss.NewServingCert(nil, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(sc.TLSConfig())))
-	svc.Register(gs)
-	go gs.Serve(lis)
-	defer gs.Stop()
+	addr := catest.ServeTLS(t, iss, nil, nil, func(gs *grpc.Server) { svc.Register(gs) })
 	// istio-agent trusts root-cert.pem; the server presents its chain.
 	roots := x509.NewCertPool()
 	roots.AddCert(p.Root)
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: issuer.IstiodSAN})))
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: issuer.IstiodSAN})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,31 +73,21 @@ func startSecureCAWith(t *testing.T, xdsSrv *xds.Server, topts trust.Options, io
 	}
 	// Clients dial 127.0.0.1; istio-agent verifies that address (the
 	// production equivalent is --secure-san).
-	sc, err := iss.NewServingCert([]string{"127.0.0.1"}, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(credentials.NewTLS(sc.TLSConfig())))...)
-	svc.Register(gs)
-	if xdsSrv != nil {
-		xdsSrv.RegisterSecure(gs)
-		xdsSrv.SetSecurity(sds.Authenticator(chain), sds.Source{Issuer: iss, RotateAt: 0.5})
-	}
+	addr := catest.ServeTLS(t, iss, []string{"127.0.0.1"}, xds.GRPCServerOptions(), func(gs *grpc.Server) {
+		svc.Register(gs)
+		if xdsSrv != nil {
+			xdsSrv.RegisterSecure(gs)
+			xdsSrv.SetSecurity(sds.Authenticator(chain), sds.Source{Issuer: iss, RotateAt: 0.5})
+		}
+	})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { _ = gs.Serve(lis); done <- struct{}{} }()
-	go func() { _ = store.Run(ctx); done <- struct{}{} }()
+	done := make(chan struct{})
+	go func() { _ = store.Run(ctx); close(done) }()
 	t.Cleanup(func() {
 		cancel()
-		gs.Stop()
-		<-done
 		<-done
 	})
-	return &secureCA{dir: filepath.Join(dir, "ca"), store: store, iss: iss, addr: lis.Addr().String(), kube: kube}
+	return &secureCA{dir: filepath.Join(dir, "ca"), store: store, iss: iss, addr: addr, kube: kube}
 }
 
 // rootsFromDisk is what a workload mounts: DIR/root-cert.pem.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -100,29 +99,18 @@ func TestKubeCATokenReview(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := iss.NewServingCert([]string{"127.0.0.1"}, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(sc.TLSConfig())))
-	svc.Register(gs)
+	addr := catest.ServeTLS(t, iss, []string{"127.0.0.1"}, nil, func(gs *grpc.Server) { svc.Register(gs) })
 	pub, err := cakube.NewRootCertPublisher(cakube.PublisherOptions{Client: cs.Kube, Roots: func() []byte { return store.Current().RootsPEM() },
 		Watch: store.Watch, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{}, 3)
-	go func() { _ = gs.Serve(lis); done <- struct{}{} }()
+	done := make(chan struct{}, 2)
 	go func() { _ = pub.Run(ctx); done <- struct{}{} }()
 	go func() { _ = syncs[0].Run(ctx, store); done <- struct{}{} }()
 	t.Cleanup(func() {
 		cancel()
-		gs.Stop()
-		for range 3 {
+		for range 2 {
 			<-done
 		}
 	})
@@ -141,7 +129,7 @@ func TestKubeCATokenReview(t *testing.T) {
 	if !roots.AppendCertsFromPEM([]byte(rootPEM)) {
 		t.Fatal("istio-ca-root-cert holds no certificate")
 	}
-	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(
 		&tls.Config{RootCAs: roots, ServerName: issuer.IstiodSAN, MinVersion: tls.VersionTLS12})))
 	if err != nil {
 		t.Fatal(err)
