@@ -12,6 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
@@ -66,7 +67,20 @@ type watch struct {
 	waiting                   []*PushRecord
 }
 
-// Connection is one ADS stream from one proxy.
+// stream is a transport's end of one ADS stream (see transport.go).
+type stream interface {
+	// send writes one response: an *encoded or a proto.Message. The
+	// transport bounds how long it may block.
+	send(m any) error
+	// close ends the stream with err's status (nil: OK). It may be called
+	// from any goroutine, more than once.
+	close(err error)
+}
+
+// Connection is one ADS stream from one proxy. It has no goroutine of its
+// own: the transport delivers requests (receive) and the server's push
+// workers deliver pushes (runPush); serial orders the two, so responses
+// leave in the order they were computed.
 type Connection struct {
 	s           *Server
 	id          string
@@ -74,16 +88,15 @@ type Connection struct {
 	peer        string
 	delta       bool
 	connectedAt time.Time
-	cancel      context.CancelCauseFunc
+	st          stream
 
-	sendSotw  func(*discoverygrpc.DiscoveryResponse) error
-	sendDelta func(*discoverygrpc.DeltaDiscoveryResponse) error
-	// sendMsg sends pre-encoded responses (see codec.go).
-	sendMsg func(any) error
+	serial sync.Mutex
+	closed bool // under serial
 
 	pushMu  sync.Mutex
 	pending *PushRequest
-	pushCh  chan struct{}
+	queued  bool // on the server's push queue; under pushMu
+	done    bool // finished: pushes are released at once; under pushMu
 
 	mu       sync.Mutex
 	watches  map[string]*watch
@@ -118,20 +131,72 @@ func (c *Connection) Peer() string { return c.peer }
 
 func (c *Connection) enqueue(req *PushRequest) {
 	c.pushMu.Lock()
+	if c.done {
+		c.pushMu.Unlock()
+		for _, rec := range req.records {
+			rec.release(c.s)
+		}
+		return
+	}
 	c.pending = c.pending.merge(req)
+	schedule := !c.queued
+	c.queued = true
 	c.pushMu.Unlock()
-	select {
-	case c.pushCh <- struct{}{}:
-	default:
+	if schedule {
+		c.s.pushq.put(c)
 	}
 }
 
+// takePending returns the merged pending push and unschedules c, so a push
+// queued from now on schedules it again.
 func (c *Connection) takePending() *PushRequest {
 	c.pushMu.Lock()
 	defer c.pushMu.Unlock()
 	r := c.pending
 	c.pending = nil
+	c.queued = false
 	return r
+}
+
+// runPush sends c's pending push; it runs on a push worker.
+func (c *Connection) runPush() {
+	c.serial.Lock()
+	req := c.takePending()
+	var err error
+	if req != nil && !c.closed {
+		err = c.push(req)
+	} else if req != nil {
+		for _, rec := range req.records {
+			rec.release(c.s)
+		}
+	}
+	c.serial.Unlock()
+	if err != nil {
+		c.st.close(err)
+	}
+}
+
+// receive handles one request from the transport; an error ends the stream.
+func (c *Connection) receive(r *request) error {
+	c.serial.Lock()
+	defer c.serial.Unlock()
+	if c.closed {
+		return status.Error(codes.Unavailable, "stream closed")
+	}
+	return c.handle(r)
+}
+
+// finish unregisters a stream that ended and releases what it held.
+func (c *Connection) finish() {
+	c.serial.Lock()
+	c.closed = true
+	c.serial.Unlock()
+	c.pushMu.Lock()
+	c.done = true
+	c.pushMu.Unlock()
+	c.s.removeConn(c)
+	c.releaseAll()
+	c.s.log.Debug("proxy disconnected", "proxy", c.proxy.Name, "id", c.id)
 }
 
 // StreamAggregatedResources serves state-of-the-world ADS.
@@ -144,82 +209,65 @@ func (s *Server) DeltaAggregatedResources(stream discoverygrpc.AggregatedDiscove
 	return s.streamDelta(stream, false)
 }
 
+func sotwRequest(r *discoverygrpc.DiscoveryRequest) *request {
+	req := &request{typeURL: r.GetTypeUrl(), node: r.GetNode(), nonce: r.GetResponseNonce(),
+		version: r.GetVersionInfo(), names: r.GetResourceNames()}
+	if r.GetErrorDetail() != nil {
+		req.hasError, req.errDetail = true, r.GetErrorDetail().GetMessage()
+	}
+	return req
+}
+
+func deltaRequest(r *discoverygrpc.DeltaDiscoveryRequest) *request {
+	req := &request{typeURL: r.GetTypeUrl(), node: r.GetNode(), nonce: r.GetResponseNonce(),
+		subscribe: r.GetResourceNamesSubscribe(), unsubscribe: r.GetResourceNamesUnsubscribe(),
+		initial: r.GetInitialResourceVersions()}
+	if r.GetErrorDetail() != nil {
+		req.hasError, req.errDetail = true, r.GetErrorDetail().GetMessage()
+	}
+	return req
+}
+
 func (s *Server) streamSotw(stream discoverygrpc.AggregatedDiscoveryService_StreamAggregatedResourcesServer, secure bool) error {
-	recv := func() (*request, error) {
+	return s.serveGRPC(stream, false, secure, func() (*request, error) {
 		r, err := stream.Recv()
 		if err != nil {
 			return nil, err
 		}
-		req := &request{typeURL: r.GetTypeUrl(), node: r.GetNode(), nonce: r.GetResponseNonce(),
-			version: r.GetVersionInfo(), names: r.GetResourceNames()}
-		if r.GetErrorDetail() != nil {
-			req.hasError, req.errDetail = true, r.GetErrorDetail().GetMessage()
-		}
-		return req, nil
-	}
-	return s.serve(stream.Context(), false, secure, recv, func(c *Connection) { c.sendSotw, c.sendMsg = stream.Send, stream.SendMsg })
+		return sotwRequest(r), nil
+	})
 }
 
 func (s *Server) streamDelta(stream discoverygrpc.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, secure bool) error {
-	recv := func() (*request, error) {
+	return s.serveGRPC(stream, true, secure, func() (*request, error) {
 		r, err := stream.Recv()
 		if err != nil {
 			return nil, err
 		}
-		req := &request{typeURL: r.GetTypeUrl(), node: r.GetNode(), nonce: r.GetResponseNonce(),
-			subscribe: r.GetResourceNamesSubscribe(), unsubscribe: r.GetResourceNamesUnsubscribe(),
-			initial: r.GetInitialResourceVersions()}
-		if r.GetErrorDetail() != nil {
-			req.hasError, req.errDetail = true, r.GetErrorDetail().GetMessage()
-		}
-		return req, nil
-	}
-	return s.serve(stream.Context(), true, secure, recv, func(c *Connection) { c.sendDelta, c.sendMsg = stream.Send, stream.SendMsg })
+		return deltaRequest(r), nil
+	})
 }
 
-func (s *Server) serve(sctx context.Context, delta, secure bool, recv func() (*request, error), bind func(*Connection)) error {
+// errDrainingStatus is what a stream refused or closed by a drain gets.
+var errDrainingStatus = status.Error(codes.Unavailable, "control plane is draining; reconnect to another replica")
+
+// open admits a stream whose first request is first. The transport then
+// passes further requests to c.receive and calls c.finish when the stream
+// ends. ctx is the stream's context (authentication reads it).
+func (s *Server) open(ctx context.Context, first *request, delta, secure bool, peerAddr string, st stream) (*Connection, error) {
 	if s.draining.Load() {
 		s.metrics.RejectedStreams.WithLabelValues("draining").Inc()
-		return status.Error(codes.Unavailable, "control plane is draining; reconnect to another replica")
-	}
-	ctx, cancel := context.WithCancelCause(sctx)
-	defer cancel(nil)
-
-	reqs := make(chan *request)
-	errc := make(chan error, 1)
-	go func() {
-		for {
-			r, err := recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case reqs <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-
-	// The first request identifies the proxy.
-	var first *request
-	select {
-	case first = <-reqs:
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		return context.Cause(ctx)
+		return nil, errDrainingStatus
 	}
 	p, err := proxy.Parse(first.node)
 	if err != nil {
 		s.metrics.RejectedStreams.WithLabelValues("bad_node").Inc()
-		return status.Error(codes.InvalidArgument, err.Error())
+		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	var identity *Identity
 	if secure {
-		if identity, err = s.authenticate(sctx, p); err != nil {
-			return err
+		if identity, err = s.authenticate(ctx, p); err != nil {
+			return nil, err
 		}
 	}
 	// Streams are accepted at once but served only after every registry
@@ -227,7 +275,7 @@ func (s *Server) serve(sctx context.Context, delta, secure bool, recv func() (*r
 	select {
 	case <-s.ready:
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	// Admission: a new stream costs a full initial push; pace them so a
 	// reconnect storm leaves room for pushes to connected proxies.
@@ -236,66 +284,62 @@ func (s *Server) serve(sctx context.Context, delta, secure bool, recv func() (*r
 	acancel()
 	if err != nil {
 		s.metrics.RejectedStreams.WithLabelValues("admission").Inc()
-		return status.Error(codes.ResourceExhausted, "too many new xDS streams; retry with backoff")
+		return nil, status.Error(codes.ResourceExhausted, "too many new xDS streams; retry with backoff")
 	}
 	c := &Connection{
 		s:           s,
 		id:          p.Name + "-" + strconv.FormatUint(s.connID.Add(1), 10),
 		proxy:       p,
+		peer:        peerAddr,
 		delta:       delta,
 		connectedAt: time.Now(),
-		cancel:      cancel,
-		pushCh:      make(chan struct{}, 1),
+		st:          st,
 		watches:     map[string]*watch{},
 		holds:       map[*PushRecord]int{},
 		prefix:      randomPrefix(),
 		identity:    identity,
 		debugNonces: map[string]string{},
 	}
-	if pr, ok := peer.FromContext(sctx); ok {
-		c.peer = pr.Addr.String()
-	}
-	bind(c)
 	s.addConn(c)
 	// Drain lists connections once: a stream that registers after it
 	// started must leave by itself.
 	if s.draining.Load() {
 		s.removeConn(c)
 		s.metrics.RejectedStreams.WithLabelValues("draining").Inc()
-		return status.Error(codes.Unavailable, "control plane is draining; reconnect to another replica")
+		return nil, errDrainingStatus
 	}
 	s.log.Debug("proxy connected", "proxy", p.Name, "id", c.id, "delta", delta, "generator", p.Generator, "peer", c.peer)
-	defer func() {
-		s.removeConn(c)
-		c.releaseAll()
-		s.log.Debug("proxy disconnected", "proxy", p.Name, "id", c.id)
-	}()
+	return c, nil
+}
 
-	if err := c.handle(first); err != nil {
+// serveGRPC serves one ADS stream of grpc-go's transport. Its handler
+// goroutine only receives; pushes are sent by the push workers.
+func (s *Server) serveGRPC(ss grpc.ServerStream, delta, secure bool, recv func() (*request, error)) error {
+	ctx := ss.Context()
+	if s.draining.Load() {
+		s.metrics.RejectedStreams.WithLabelValues("draining").Inc()
+		return errDrainingStatus
+	}
+	r, err := recv()
+	if err != nil {
 		return err
 	}
+	st := newGRPCStream(s, ss)
+	peerAddr := ""
+	if pr, ok := peer.FromContext(ctx); ok {
+		peerAddr = pr.Addr.String()
+	}
+	c, err := s.open(ctx, r, delta, secure, peerAddr, st)
+	if err != nil {
+		return err
+	}
+	defer c.finish()
 	for {
-		select {
-		case r := <-reqs:
-			if err := c.handle(r); err != nil {
-				return err
-			}
-		case <-c.pushCh:
-			if req := c.takePending(); req != nil {
-				if err := c.push(req); err != nil {
-					return err
-				}
-			}
-		case err := <-errc:
-			if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
-				return nil
-			}
+		if err := c.receive(r); err != nil {
 			return err
-		case <-ctx.Done():
-			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-				return status.Error(codes.Unavailable, cause.Error())
-			}
-			return nil
+		}
+		if r, err = recv(); err != nil {
+			return st.endStatus(err)
 		}
 	}
 }
@@ -565,7 +609,7 @@ type outgoing struct {
 func (c *Connection) sendAll(sends []outgoing, recs []*PushRecord) error {
 	for _, o := range sends {
 		label := typeLabel(o.w.typeURL)
-		err := c.sendWithTimeout(func() error { return c.sendMsg(o.msg) })
+		err := c.st.send(o.msg)
 		if err != nil {
 			c.s.metrics.Pushes.WithLabelValues(label + "_senderr").Inc()
 			return err
@@ -578,22 +622,6 @@ func (c *Connection) sendAll(sends []outgoing, recs []*PushRecord) error {
 		}
 	}
 	return nil
-}
-
-func (c *Connection) sendWithTimeout(fn func() error) error {
-	done := make(chan error, 1)
-	go func() { done <- fn() }()
-	t := time.NewTimer(c.s.opts.SendTimeout)
-	defer t.Stop()
-	select {
-	case err := <-done:
-		return err
-	case <-t.C:
-		c.s.metrics.StuckStreams.Inc()
-		c.s.log.Warn("closing stuck stream", "proxy", c.proxy.Name, "id", c.id)
-		c.cancel(errStuck)
-		return status.Error(codes.DeadlineExceeded, errStuck.Error())
-	}
 }
 
 // lookup returns the current resource of a type by name for this proxy.

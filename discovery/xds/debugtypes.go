@@ -72,17 +72,15 @@ func (c *Connection) handleDebug(r *request) error {
 	nonce := c.nextNonce()
 	c.debugNonces[r.typeURL] = nonce
 	c.mu.Unlock()
-	return c.sendWithTimeout(func() error {
-		if c.delta {
-			resp := &discoverygrpc.DeltaDiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, ControlPlane: c.s.controlPlane()}
-			for _, a := range res {
-				resp.Resources = append(resp.Resources, &discoverygrpc.Resource{Resource: a})
-			}
-			return c.sendDelta(resp)
+	if c.delta {
+		resp := &discoverygrpc.DeltaDiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, ControlPlane: c.s.controlPlane()}
+		for _, a := range res {
+			resp.Resources = append(resp.Resources, &discoverygrpc.Resource{Resource: a})
 		}
-		return c.sendSotw(&discoverygrpc.DiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, VersionInfo: time.Now().Format(time.RFC3339Nano),
-			Resources: res, ControlPlane: c.s.controlPlane()})
-	})
+		return c.st.send(resp)
+	}
+	return c.st.send(&discoverygrpc.DiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, VersionInfo: time.Now().Format(time.RFC3339Nano),
+		Resources: res, ControlPlane: c.s.controlPlane()})
 }
 
 // controlPlane identifies this server as istiod does (a JSON

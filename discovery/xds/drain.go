@@ -34,7 +34,7 @@ func (s *Server) Drain(ctx context.Context, window time.Duration) {
 			case <-t.C:
 			case <-ctx.Done():
 			}
-			c.cancel(errDraining)
+			c.st.close(errDraining)
 			done <- struct{}{}
 		}()
 	}

@@ -13,6 +13,7 @@ import (
 func GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		CodecOption(),
+		grpc.InTapHandle(tapHandle),
 		grpc.MaxConcurrentStreams(100000),
 		grpc.MaxRecvMsgSize(4 << 20),
 		grpc.ReadBufferSize(8 << 10),

@@ -28,6 +28,9 @@ type Options struct {
 	DebounceMax   time.Duration
 	// PushConcurrency bounds how many proxies are being pushed at once.
 	PushConcurrency int
+	// PushWorkers is how many goroutines send pushes (default 256); a
+	// connection has no goroutine of its own for that.
+	PushWorkers int
 	// SendTimeout closes a stream whose send does not complete in time, so
 	// a stuck proxy never holds a push slot for long.
 	SendTimeout time.Duration
@@ -69,6 +72,9 @@ func (o *Options) defaults() {
 	}
 	if o.PushConcurrency <= 0 {
 		o.PushConcurrency = 100
+	}
+	if o.PushWorkers <= 0 {
+		o.PushWorkers = 256
 	}
 	if o.SendTimeout <= 0 {
 		o.SendTimeout = 20 * time.Second
@@ -114,6 +120,7 @@ type Server struct {
 	connID atomic.Uint64
 
 	sem       chan struct{}
+	pushq     *pushQueue
 	admission *rate.Limiter
 
 	pushSeq atomic.Uint64
@@ -138,6 +145,7 @@ func New(agg *model.Aggregator, opts Options) *Server {
 		ready:     make(chan struct{}),
 		conns:     map[string]*Connection{},
 		sem:       make(chan struct{}, opts.PushConcurrency),
+		pushq:     newPushQueue(),
 		admission: rate.NewLimiter(rate.Limit(opts.NewStreamsPerSecond), opts.NewStreamsPerSecond),
 	}
 	if opts.Authenticate != nil || opts.Secrets != nil {
@@ -203,6 +211,9 @@ func (s *Server) Run(ctx context.Context) error {
 	rotation := make(chan struct{})
 	go func() { defer close(rotation); s.runSecretRotation(ctx) }()
 	defer func() { <-rotation }()
+	workers := make(chan struct{})
+	go func() { defer close(workers); s.runPushWorkers(ctx) }()
+	defer func() { <-workers }()
 	// An initial build, so registries that synced before Run are served.
 	s.publish(time.Now())
 	var (
