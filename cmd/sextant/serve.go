@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	runtimedebug "runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/api/debug"
 	"github.com/sextant-mesh/sextant/discovery/xds"
+	"github.com/sextant-mesh/sextant/internal/grpclite"
 	"github.com/sextant-mesh/sextant/model"
 	"github.com/sextant-mesh/sextant/registry/etcd"
 	"github.com/sextant-mesh/sextant/registry/file"
@@ -43,6 +45,7 @@ type serveOptions struct {
 	keepaliveShare float64
 	registryOnly   bool
 	drainWindow    time.Duration
+	xdsTransport   string
 	newStreamsRate int
 	etcd           *etcdOptions
 	secure         *secureOptions
@@ -95,6 +98,7 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	f.Float64Var(&o.keepaliveShare, "keepalive-share", 0.01, "share of a service's traffic its keepalive endpoints get")
 	f.BoolVar(&o.registryOnly, "outbound-registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
 	f.DurationVar(&o.drainWindow, "drain-window", 5*time.Second, "on SIGTERM, spread closing proxy streams over this window")
+	f.StringVar(&o.xdsTransport, "xds-transport", "lean", "HTTP/2 transport for ADS on --xds-addr: lean (one goroutine per connection; other gRPC services are handed to grpc-go) or grpc (grpc-go for everything)")
 	o.etcd = addEtcdFlags(f)
 	o.secure = addSecureFlags(f)
 	o.webhook = addWebhookFlags(f)
@@ -180,6 +184,15 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		},
 	})
 
+	if os.Getenv("GOGC") == "" {
+		// Most of the heap is long-lived per-proxy state; collecting at
+		// 50% growth instead of 100% keeps RSS near the live heap for a
+		// small CPU cost (docs/performance.md). GOGC overrides it.
+		runtimedebug.SetGCPercent(50)
+	}
+	if o.xdsTransport != "lean" && o.xdsTransport != "grpc" {
+		return fmt.Errorf("--xds-transport %q: must be lean or grpc", o.xdsTransport)
+	}
 	xdsLis, err := net.Listen("tcp", o.xdsAddr)
 	if err != nil {
 		return fmt.Errorf("--xds-addr: %w", err)
@@ -192,6 +205,15 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	gs := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(gs)
 	reflection.Register(gs)
+	// With the lean transport, ADS streams stay on grpclite and any other
+	// call (reflection, grpcurl) is handed to grpc-go on the same port.
+	var lean *grpclite.Server
+	var gsLis net.Listener = xdsLis
+	if o.xdsTransport == "lean" {
+		hl := grpclite.NewHandoffListener(xdsLis.Addr())
+		gsLis = hl
+		lean = srv.NewLeanServer(hl.Push, log)
+	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	var sec *secureServer
 	if o.caDir != "" {
@@ -246,11 +268,19 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		g.Go(func() error { return runWebhook(gctx) })
 	}
 	g.Go(func() error {
-		if err := gs.Serve(xdsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := gs.Serve(gsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("xds server: %w", err)
 		}
 		return nil
 	})
+	if lean != nil {
+		g.Go(func() error {
+			if err := lean.Serve(xdsLis); err != nil && !errors.Is(err, grpclite.ErrServerClosed) {
+				return fmt.Errorf("xds server: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		if err := hs.Serve(monLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("monitoring server: %w", err)
@@ -267,6 +297,9 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	dctx, dcancel := context.WithTimeout(context.Background(), o.drainWindow+5*time.Second)
 	defer dcancel()
 	srv.Drain(dctx, o.drainWindow)
+	if lean != nil {
+		lean.Stop()
+	}
 	stopped := make(chan struct{})
 	go func() { gs.GracefulStop(); close(stopped) }()
 	select {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/sextant-mesh/sextant/model"
@@ -59,8 +60,22 @@ type Proxy struct {
 	HasProxyConfig bool
 	// InterceptionNone disables the capture listeners (INTERCEPTION_MODE=NONE).
 	InterceptionNone bool
-	// Metadata is the raw node metadata.
-	Metadata *structpb.Struct
+	// metadata is the raw node metadata, kept encoded: it is only read
+	// for debug output, and thousands of decoded Struct trees are a large
+	// share of the per-proxy memory.
+	metadata []byte
+}
+
+// Metadata returns the raw node metadata (nil if there was none).
+func (p *Proxy) Metadata() *structpb.Struct {
+	if p.metadata == nil {
+		return nil
+	}
+	md := &structpb.Struct{}
+	if err := proto.Unmarshal(p.metadata, md); err != nil {
+		return nil
+	}
+	return md
 }
 
 // Parse builds a Proxy from an xDS node. It fails with a message that names
@@ -73,7 +88,14 @@ func Parse(node *core.Node) (*Proxy, error) {
 	if len(parts) != 4 {
 		return nil, fmt.Errorf("node id %q has %d '~'-separated parts, want 4 (type~ip~pod.namespace~namespace.svc.cluster.local)", node.GetId(), len(parts))
 	}
-	p := &Proxy{ID: node.GetId(), Type: Type(parts[0]), Name: parts[2], DNSDomain: parts[3], Metadata: node.GetMetadata()}
+	p := &Proxy{ID: node.GetId(), Type: Type(parts[0]), Name: parts[2], DNSDomain: parts[3]}
+	if md := node.GetMetadata(); md != nil {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(md)
+		if err != nil {
+			return nil, fmt.Errorf("node %q: encoding metadata: %w", node.GetId(), err)
+		}
+		p.metadata = b
+	}
 	switch p.Type {
 	case Sidecar, Router:
 	default:

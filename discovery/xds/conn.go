@@ -89,14 +89,17 @@ type Connection struct {
 	delta       bool
 	connectedAt time.Time
 	st          stream
+	// decode decodes posted requests.
+	decode func([]byte) (*request, error)
 
 	serial sync.Mutex
 	closed bool // under serial
 
 	pushMu  sync.Mutex
 	pending *PushRequest
-	queued  bool // on the server's push queue; under pushMu
-	done    bool // finished: pushes are released at once; under pushMu
+	reqs    [][]byte // posted requests, encoded; under pushMu
+	queued  bool     // on the server's push queue; under pushMu
+	done    bool     // finished: pushes are released at once; under pushMu
 
 	mu       sync.Mutex
 	watches  map[string]*watch
@@ -158,12 +161,56 @@ func (c *Connection) takePending() *PushRequest {
 	return r
 }
 
-// runPush sends c's pending push; it runs on a push worker.
+// maxQueuedRequests bounds the requests a client may have waiting for a
+// worker; a client that floods its stream is cut off.
+const maxQueuedRequests = 1024
+
+// post queues an encoded request (decoded by c.decode) for a push worker,
+// so the transport's goroutine goes back to reading at once and stays
+// shallow (the lean transport uses it).
+func (c *Connection) post(r []byte) error {
+	c.pushMu.Lock()
+	if c.done {
+		c.pushMu.Unlock()
+		return nil
+	}
+	if len(c.reqs) >= maxQueuedRequests {
+		c.pushMu.Unlock()
+		return status.Errorf(codes.ResourceExhausted, "more than %d requests waiting on one stream", maxQueuedRequests)
+	}
+	c.reqs = append(c.reqs, r)
+	schedule := !c.queued
+	c.queued = true
+	c.pushMu.Unlock()
+	if schedule {
+		c.s.pushq.put(c)
+	}
+	return nil
+}
+
+// runPush handles c's posted requests, then sends its pending push; it
+// runs on a push worker.
 func (c *Connection) runPush() {
 	c.serial.Lock()
+	c.pushMu.Lock()
+	reqs := c.reqs
+	c.reqs = nil
+	c.pushMu.Unlock()
 	req := c.takePending()
 	var err error
-	if req != nil && !c.closed {
+	for _, b := range reqs {
+		if c.closed {
+			break
+		}
+		var r *request
+		if r, err = c.decode(b); err != nil {
+			break
+		}
+		if err = c.handle(r); err != nil {
+			break
+		}
+	}
+	if req != nil && err == nil && !c.closed {
 		err = c.push(req)
 	} else if req != nil {
 		for _, rec := range req.records {
@@ -279,12 +326,8 @@ func (s *Server) open(ctx context.Context, first *request, delta, secure bool, p
 	}
 	// Admission: a new stream costs a full initial push; pace them so a
 	// reconnect storm leaves room for pushes to connected proxies.
-	actx, acancel := context.WithTimeout(ctx, s.opts.AdmissionWait)
-	err = s.admission.Wait(actx)
-	acancel()
-	if err != nil {
-		s.metrics.RejectedStreams.WithLabelValues("admission").Inc()
-		return nil, status.Error(codes.ResourceExhausted, "too many new xDS streams; retry with backoff")
+	if err := s.admit(ctx); err != nil {
+		return nil, err
 	}
 	c := &Connection{
 		s:           s,
@@ -298,7 +341,6 @@ func (s *Server) open(ctx context.Context, first *request, delta, secure bool, p
 		holds:       map[*PushRecord]int{},
 		prefix:      randomPrefix(),
 		identity:    identity,
-		debugNonces: map[string]string{},
 	}
 	s.addConn(c)
 	// Drain lists connections once: a stream that registers after it
@@ -310,6 +352,29 @@ func (s *Server) open(ctx context.Context, first *request, delta, secure bool, p
 	}
 	s.log.Debug("proxy connected", "proxy", p.Name, "id", c.id, "delta", delta, "generator", p.Generator, "peer", c.peer)
 	return c, nil
+}
+
+// admit waits for the stream's turn under the admission rate limit.
+func (s *Server) admit(ctx context.Context) error {
+	res := s.admission.Reserve()
+	delay := res.Delay()
+	if !res.OK() || delay > s.opts.AdmissionWait {
+		res.Cancel()
+		s.metrics.RejectedStreams.WithLabelValues("admission").Inc()
+		return status.Error(codes.ResourceExhausted, "too many new xDS streams; retry with backoff")
+	}
+	if delay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		res.Cancel()
+		return status.FromContextError(ctx.Err()).Err()
+	}
 }
 
 // serveGRPC serves one ADS stream of grpc-go's transport. Its handler
@@ -400,7 +465,7 @@ func (c *Connection) handle(r *request) error {
 		return nil
 	}
 	if w == nil {
-		w = &watch{typeURL: r.typeURL, names: map[string]*translate.Resource{}}
+		w = &watch{typeURL: c.s.strings.get(r.typeURL), names: map[string]*translate.Resource{}}
 		if c.delta {
 			w.wildcard = isWildcardType(r.typeURL) && len(r.subscribe) == 0
 			for _, n := range r.subscribe {
@@ -450,7 +515,7 @@ func (c *Connection) handle(r *request) error {
 		return nil
 	}
 	if r.nonce != "" {
-		w.nonceAcked = r.nonce
+		w.nonceAcked = w.nonceSent
 		w.versionAcked = w.versionSent
 		w.lastAcked = time.Now()
 		w.lastError = ""
@@ -486,6 +551,7 @@ func (c *Connection) updateSubscriptionLocked(w *watch, r *request) []string {
 	if c.delta {
 		for _, n := range r.subscribe {
 			if _, ok := w.names[n]; !ok && n != "*" {
+				n = c.s.strings.get(n)
 				w.setName(n, nil)
 				added = append(added, n)
 			}
@@ -499,6 +565,7 @@ func (c *Connection) updateSubscriptionLocked(w *watch, r *request) []string {
 	for _, n := range r.names {
 		want[n] = true
 		if _, ok := w.names[n]; !ok {
+			n = c.s.strings.get(n)
 			w.setName(n, nil)
 			added = append(added, n)
 		}

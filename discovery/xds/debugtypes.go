@@ -70,6 +70,9 @@ func (c *Connection) handleDebug(r *request) error {
 	}
 	c.mu.Lock()
 	nonce := c.nextNonce()
+	if c.debugNonces == nil {
+		c.debugNonces = map[string]string{}
+	}
 	c.debugNonces[r.typeURL] = nonce
 	c.mu.Unlock()
 	if c.delta {
@@ -112,7 +115,7 @@ func configStatus(w WatchStatus) statusv3.ConfigStatus {
 func (c *Connection) ClientConfig(resources bool) *statusv3.ClientConfig {
 	cc := &statusv3.ClientConfig{
 		// istiod names proxies pod.namespace here; istioctl prints it.
-		Node: &corev3.Node{Id: c.proxy.Name, Metadata: c.proxy.Metadata},
+		Node: &corev3.Node{Id: c.proxy.Name, Metadata: c.proxy.Metadata()},
 	}
 	for _, w := range c.Watches() {
 		gx := &statusv3.ClientConfig_GenericXdsConfig{

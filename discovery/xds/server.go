@@ -121,6 +121,8 @@ type Server struct {
 
 	sem       chan struct{}
 	pushq     *pushQueue
+	openq     *queue[func()]
+	strings   interner
 	admission *rate.Limiter
 
 	pushSeq atomic.Uint64
@@ -146,6 +148,7 @@ func New(agg *model.Aggregator, opts Options) *Server {
 		conns:     map[string]*Connection{},
 		sem:       make(chan struct{}, opts.PushConcurrency),
 		pushq:     newPushQueue(),
+		openq:     newQueue[func()](),
 		admission: rate.NewLimiter(rate.Limit(opts.NewStreamsPerSecond), opts.NewStreamsPerSecond),
 	}
 	if opts.Authenticate != nil || opts.Secrets != nil {

@@ -90,17 +90,22 @@ func (g *grpcStream) endStatus(err error) error {
 	return status.Error(codes.Unavailable, cause.Error())
 }
 
-// pushQueue holds connections with a pending push, each at most once
-// (Connection.queued), in arrival order.
-type pushQueue struct {
+// queue is an unbounded FIFO that worker goroutines take from: connections
+// with a pending push (each at most once, see Connection.queued), or
+// streams waiting to be opened.
+type queue[T any] struct {
 	mu    sync.Mutex
-	conns []*Connection
+	conns []T
 	wake  chan struct{}
 }
 
-func newPushQueue() *pushQueue { return &pushQueue{wake: make(chan struct{}, 1)} }
+type pushQueue = queue[*Connection]
 
-func (q *pushQueue) put(c *Connection) {
+func newQueue[T any]() *queue[T] { return &queue[T]{wake: make(chan struct{}, 1)} }
+
+func newPushQueue() *pushQueue { return newQueue[*Connection]() }
+
+func (q *queue[T]) put(c T) {
 	q.mu.Lock()
 	q.conns = append(q.conns, c)
 	q.mu.Unlock()
@@ -110,13 +115,15 @@ func (q *pushQueue) put(c *Connection) {
 	}
 }
 
-// take returns the next connection, waiting for one until ctx is done.
-func (q *pushQueue) take(ctx context.Context) *Connection {
+// take returns the next item, waiting for one until ctx is done (then ok
+// is false).
+func (q *queue[T]) take(ctx context.Context) (c T, ok bool) {
+	var zero T
 	for {
 		q.mu.Lock()
 		if len(q.conns) > 0 {
 			c := q.conns[0]
-			q.conns[0] = nil
+			q.conns[0] = zero
 			q.conns = q.conns[1:]
 			if len(q.conns) == 0 {
 				q.conns = nil
@@ -130,13 +137,13 @@ func (q *pushQueue) take(ctx context.Context) *Connection {
 				default:
 				}
 			}
-			return c
+			return c, true
 		}
 		q.mu.Unlock()
 		select {
 		case <-q.wake:
 		case <-ctx.Done():
-			return nil
+			return zero, false
 		}
 	}
 }
@@ -149,13 +156,33 @@ func (s *Server) runPushWorkers(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			for {
-				c := s.pushq.take(ctx)
-				if c == nil {
+				c, ok := s.pushq.take(ctx)
+				if !ok {
 					return
 				}
 				c.runPush()
 			}
 		}()
 	}
+	// Openers admit new lean-transport streams (parse the node, wait for
+	// admission), so neither a connection's goroutine nor a push worker
+	// waits for that, and a connect storm does not leave a goroutine per
+	// waiting stream behind.
+	for range openers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				open, ok := s.openq.take(ctx)
+				if !ok {
+					return
+				}
+				open()
+			}
+		}()
+	}
 	wg.Wait()
 }
+
+// openers is how many goroutines admit new lean-transport streams.
+const openers = 32

@@ -267,8 +267,10 @@ func run(c config) error {
 	}
 	cpu1 := cpuSeconds(srv.Process.Pid)
 	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
-	fmt.Printf("overall: convergence p50 %v p99 %v max %v over %d samples; server CPU %.2fs; RSS %.1f MiB\n",
-		pct(all, 50), pct(all, 99), pct(all, 100), len(all), cpu1-cpu0, rss(srv.Process.Pid))
+	fmt.Printf("overall: convergence p50 %v p99 %v max %v over %d samples; server CPU %.2fs; RSS %.1f MiB (heap in use %.1f MiB, goroutine stacks %.1f MiB)\n",
+		pct(all, 50), pct(all, 99), pct(all, 100), len(all), cpu1-cpu0, rss(srv.Process.Pid),
+		scrape("http://"+monAddr+"/metrics", "go_memstats_heap_inuse_bytes")/(1<<20),
+		scrape("http://"+monAddr+"/metrics", "go_memstats_stack_inuse_bytes")/(1<<20))
 	pl, _ := httpGet("http://" + monAddr + "/metrics")
 	for _, l := range strings.Split(pl, "\n") {
 		if strings.HasPrefix(l, "pilot_xds_pushes{") || strings.HasPrefix(l, "sextant_xds_cache_") || strings.HasPrefix(l, "pilot_xds ") {

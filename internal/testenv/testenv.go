@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sextant-mesh/sextant/discovery/xds"
+	"github.com/sextant-mesh/sextant/internal/grpclite"
 	"github.com/sextant-mesh/sextant/model"
 	"github.com/sextant-mesh/sextant/registry/file"
 )
@@ -46,6 +47,10 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Logger, if set, receives the server's and registry's logs.
 	Logger *slog.Logger
+	// GRPCTransport serves ADS with grpc-go alone (sextant serve
+	// --xds-transport=grpc) instead of grpclite with a grpc-go fallback.
+	// SEXTANT_XDS_TRANSPORT=grpc sets it for every test.
+	GRPCTransport bool
 }
 
 // Setter changes traffic states in a registry.
@@ -93,8 +98,17 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	}
 	gs := grpc.NewServer(xds.GRPCServerOptions()...)
 	srv.Register(gs)
+	// As sextant serve does: ADS on grpclite, anything else handed to
+	// grpc-go.
+	var lean *grpclite.Server
+	var gsLis net.Listener = lis
+	if !o.GRPCTransport && os.Getenv("SEXTANT_XDS_TRANSPORT") != "grpc" {
+		hl := grpclite.NewHandoffListener(lis.Addr())
+		gsLis = hl
+		lean = srv.NewLeanServer(hl.Push, log)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 3)
+	done := make(chan struct{}, 4)
 	go func() {
 		if err := runRegistry(ctx); err != nil {
 			t.Errorf("registry: %v", err)
@@ -102,13 +116,21 @@ func Start(t testing.TB, dir string, o Options) *Env {
 		done <- struct{}{}
 	}()
 	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
-	go func() { _ = gs.Serve(lis); done <- struct{}{} }()
+	go func() { _ = gs.Serve(gsLis); done <- struct{}{} }()
+	if lean != nil {
+		go func() { _ = lean.Serve(lis); done <- struct{}{} }()
+	} else {
+		done <- struct{}{}
+	}
 	mon := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		mon.Close()
 		cancel()
+		if lean != nil {
+			lean.Stop()
+		}
 		gs.Stop()
-		for range 3 {
+		for range 4 {
 			<-done
 		}
 	})

@@ -1,0 +1,24 @@
+// Package grpclite serves long-lived gRPC streams over HTTP/2 with one
+// goroutine per connection and no goroutine per stream.
+//
+// grpc-go's server runs four goroutines for every connection with one
+// stream (reader, writer, keepalive, handler) and keeps per-connection
+// buffers; with thousands of mostly idle xDS streams that is most of a
+// control plane's memory. Here the connection's goroutine reads frames and
+// hands each complete message to the stream's Receiver on the same
+// goroutine; any goroutine may Send, which writes frames directly under the
+// connection's write lock. Data the peer's flow-control window does not
+// admit yet is queued on the stream (by reference: responses assembled
+// from shared buffers are never copied) and written when a WINDOW_UPDATE
+// arrives. A stream whose queue does not move for WriteTimeout, or grows
+// past MaxPending, is closed.
+//
+// It implements what gRPC clients of a streaming service need: the
+// connection preface, SETTINGS, flow control both ways, PING and
+// keepalive, GOAWAY, RST_STREAM, length-prefixed messages, status in
+// trailers. It does not implement compression (a compressed message ends
+// its stream with Unimplemented), unary methods or server push. A
+// connection whose first stream asks for a method this server does not
+// serve is handed over, with the bytes read so far, to Fallback (a full
+// gRPC server), so one port can serve both.
+package grpclite

@@ -1,0 +1,433 @@
+package grpclite
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// rawCodec sends and receives *[]byte as they are.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(b []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), b...)
+	return nil
+}
+func (rawCodec) Name() string { return "raw" }
+
+const chat = "/test.Echo/Chat"
+
+// recvFunc adapts functions to Receiver.
+type recvFunc struct {
+	msg    func([]byte) error
+	closed func()
+}
+
+func (r recvFunc) Message(b []byte) error { return r.msg(b) }
+func (r recvFunc) Closed() {
+	if r.closed != nil {
+		r.closed()
+	}
+}
+
+func start(t *testing.T, s *Server) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(lis) }()
+	t.Cleanup(func() {
+		s.Stop()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v, want ErrServerClosed", err)
+		}
+	})
+	return lis.Addr().String()
+}
+
+func dial(t *testing.T, addr string, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	opts = append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	cc, err := grpc.NewClient(addr, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func openStream(t *testing.T, ctx context.Context, cc *grpc.ClientConn, method string) grpc.ClientStream {
+	t.Helper()
+	cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, method)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func echoServer() *Server {
+	return &Server{Methods: map[string]StreamHandler{chat: func(st *Stream) (Receiver, error) {
+		return recvFunc{msg: func(b []byte) error {
+			if string(b) == "fail" {
+				return status.Error(codes.FailedPrecondition, "asked to fail: 100% sure\nreally")
+			}
+			return st.Send([]byte("echo:"), append([]byte(nil), b...))
+		}}, nil
+	}}}
+}
+
+func TestEchoManyStreams(t *testing.T) {
+	addr := start(t, echoServer())
+	cc := dial(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cs := openStream(t, ctx, cc, chat)
+			for j := range 50 {
+				msg := []byte(strings.Repeat("x", i*j))
+				if err := cs.SendMsg(&msg); err != nil {
+					t.Errorf("send: %v", err)
+					return
+				}
+				var got []byte
+				if err := cs.RecvMsg(&got); err != nil {
+					t.Errorf("recv: %v", err)
+					return
+				}
+				if want := "echo:" + string(msg); string(got) != want {
+					t.Errorf("stream %d message %d: got %d bytes, want %d", i, j, len(got), len(want))
+					return
+				}
+			}
+			if err := cs.CloseSend(); err != nil {
+				t.Error(err)
+			}
+			var got []byte
+			if err := cs.RecvMsg(&got); err != io.EOF {
+				t.Errorf("after CloseSend: got %v, want io.EOF (status OK)", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestStatusFromReceiver(t *testing.T) {
+	addr := start(t, echoServer())
+	cc := dial(t, addr)
+	cs := openStream(t, context.Background(), cc, chat)
+	msg := []byte("fail")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	err := cs.RecvMsg(&got)
+	st, _ := status.FromError(err)
+	if st.Code() != codes.FailedPrecondition || st.Message() != "asked to fail: 100% sure\nreally" {
+		t.Fatalf("got %v, want FailedPrecondition with the message intact", err)
+	}
+}
+
+func TestUnknownMethodWithoutFallback(t *testing.T) {
+	addr := start(t, echoServer())
+	cc := dial(t, addr)
+	cs := openStream(t, context.Background(), cc, "/test.Echo/Other")
+	var got []byte
+	if err := cs.RecvMsg(&got); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("got %v, want Unimplemented", err)
+	}
+}
+
+// TestFallback: a connection whose first call is not a grpclite method is
+// served by a grpc-go server; one that started with a grpclite stream
+// keeps being served here.
+func TestFallback(t *testing.T) {
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	s := echoServer()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := NewHandoffListener(lis.Addr())
+	s.Fallback = hl.Push
+	go func() { _ = gs.Serve(hl) }()
+	defer gs.Stop()
+	go func() { _ = s.Serve(lis) }()
+	defer s.Stop()
+
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for range 3 {
+		resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("health check through the fallback: %v %v", resp, err)
+		}
+	}
+	cc2 := dial(t, lis.Addr().String())
+	cs := openStream(t, ctx, cc2, chat)
+	msg := []byte("hi")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	if err := cs.RecvMsg(&got); err != nil || string(got) != "echo:hi" {
+		t.Fatalf("got %q %v", got, err)
+	}
+}
+
+// TestFlowControl sends messages far larger than the client's window and
+// receives one larger than the server's.
+func TestFlowControl(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 5<<16) // 5 MiB
+	var got atomic.Int64
+	s := &Server{Methods: map[string]StreamHandler{chat: func(st *Stream) (Receiver, error) {
+		return recvFunc{msg: func(b []byte) error {
+			got.Store(int64(len(b)))
+			// Several sends queue behind the client's window at once.
+			for range 3 {
+				if err := st.Send(big[:1<<20], big[1<<20:]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}}, nil
+	}}}
+	addr := start(t, s)
+	// A fixed 64 KiB window: the server must wait for WINDOW_UPDATEs.
+	cc := dial(t, addr, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs := openStream(t, ctx, cc, chat)
+	up := big[:3<<20]
+	if err := cs.SendMsg(&up); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		var b []byte
+		if err := cs.RecvMsg(&b); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(b, big) {
+			t.Fatalf("message %d: %d bytes, not the %d sent", i, len(b), len(big))
+		}
+	}
+	if got.Load() != 3<<20 {
+		t.Fatalf("server received %d bytes, want %d", got.Load(), 3<<20)
+	}
+}
+
+// TestCloseFromAnotherGoroutine ends a stream with a status while the
+// client waits, as a drain does.
+func TestCloseFromAnotherGoroutine(t *testing.T) {
+	opened := make(chan *Stream, 1)
+	closed := make(chan struct{})
+	s := &Server{Methods: map[string]StreamHandler{chat: func(st *Stream) (Receiver, error) {
+		opened <- st
+		return recvFunc{msg: func([]byte) error { return nil }, closed: func() { close(closed) }}, nil
+	}}}
+	addr := start(t, s)
+	cc := dial(t, addr)
+	cs := openStream(t, context.Background(), cc, chat)
+	msg := []byte("x")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	st := <-opened
+	if err := st.Send([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	go st.Close(status.Error(codes.Unavailable, "draining"))
+	var b []byte
+	if err := cs.RecvMsg(&b); err != nil || string(b) != "first" {
+		t.Fatalf("got %q %v", b, err)
+	}
+	if err := cs.RecvMsg(&b); status.Code(err) != codes.Unavailable {
+		t.Fatalf("got %v, want Unavailable", err)
+	}
+	<-closed
+	if err := st.Send([]byte("late")); err == nil {
+		t.Fatal("Send after Close succeeded")
+	}
+	if st.Context().Err() == nil {
+		t.Fatal("stream context not done after Close")
+	}
+}
+
+func TestClientCancelNotifiesReceiver(t *testing.T) {
+	closed := make(chan struct{})
+	s := &Server{Methods: map[string]StreamHandler{chat: func(st *Stream) (Receiver, error) {
+		return recvFunc{msg: func([]byte) error { return nil }, closed: func() { close(closed) }}, nil
+	}}}
+	addr := start(t, s)
+	cc := dial(t, addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	cs := openStream(t, ctx, cc, chat)
+	msg := []byte("x")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Receiver.Closed not called after the client cancelled")
+	}
+}
+
+// TestStuckClient: a client that never reads is closed, both when its
+// queue grows past MaxPending and when it stops moving for WriteTimeout.
+func TestStuckClient(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		s       *Server
+		sends   int
+		wantErr bool
+	}{
+		{"queue limit", &Server{MaxPending: 256 << 10}, 8, true},
+		{"no progress", &Server{WriteTimeout: 200 * time.Millisecond}, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stuck atomic.Int32
+			opened := make(chan *Stream, 1)
+			closed := make(chan struct{})
+			tc.s.OnStuck = func(*Stream) { stuck.Add(1) }
+			tc.s.Methods = map[string]StreamHandler{chat: func(st *Stream) (Receiver, error) {
+				opened <- st
+				return recvFunc{msg: func([]byte) error { return nil }, closed: func() { close(closed) }}, nil
+			}}
+			addr := start(t, tc.s)
+			// A raw client: preface, settings, one stream, then never
+			// reads again, so the server only has the 64 KiB default
+			// windows.
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			openRaw(t, nc, chat)
+			st := <-opened
+			var sendErr error
+			for range tc.sends {
+				if sendErr = st.Send(make([]byte, 64<<10)); sendErr != nil {
+					break
+				}
+			}
+			if (sendErr != nil) != tc.wantErr {
+				t.Fatalf("Send error %v, want error: %v", sendErr, tc.wantErr)
+			}
+			if sendErr != nil {
+				st.Close(sendErr)
+			}
+			select {
+			case <-closed:
+			case <-time.After(5 * time.Second):
+				t.Fatal("stuck stream not closed")
+			}
+			if stuck.Load() != 1 {
+				t.Fatalf("OnStuck called %d times, want 1", stuck.Load())
+			}
+		})
+	}
+}
+
+// openRaw opens a stream with hand-written frames.
+func openRaw(t *testing.T, nc net.Conn, method string) {
+	t.Helper()
+	fr := http2.NewFramer(nc, nc)
+	if _, err := io.WriteString(nc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var hb bytes.Buffer
+	for _, f := range [][2]string{{":method", "POST"}, {":scheme", "http"}, {":path", method}, {":authority", "x"}, {"content-type", "application/grpc"}, {"te", "trailers"}} {
+		hb.Write(appendLiteral(nil, f[0], f[1]))
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteData(1, false, []byte{0, 0, 0, 0, 1, 'x'}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKeepalive: a silent client that answers pings stays; one that does
+// not is disconnected.
+func TestKeepalive(t *testing.T) {
+	s := echoServer()
+	s.KeepaliveTime, s.KeepaliveTimeout = 50*time.Millisecond, 100*time.Millisecond
+	addr := start(t, s)
+
+	cc := dial(t, addr)
+	cs := openStream(t, context.Background(), cc, chat)
+	time.Sleep(400 * time.Millisecond)
+	msg := []byte("still there")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	if err := cs.RecvMsg(&got); err != nil || string(got) != "echo:still there" {
+		t.Fatalf("after idle pings: %q %v", got, err)
+	}
+
+	// Reads nothing, so never acknowledges a ping.
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	openRaw(t, nc, chat)
+	// Drain the socket without answering: the server must close it.
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, nc); err != nil {
+		t.Fatalf("connection not closed by the server: %v", err)
+	}
+}
+
+func TestBadPreface(t *testing.T) {
+	addr := start(t, echoServer())
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := io.WriteString(nc, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(15 * time.Second))
+	// Closed (EOF) or reset, but not left open until the deadline.
+	var ne net.Error
+	if _, err := io.Copy(io.Discard, nc); errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("connection with a bad preface not closed: %v", err)
+	}
+}

@@ -1,0 +1,227 @@
+package grpclite
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// StreamHandler is called on the connection's goroutine when a client opens
+// a stream for its method. It returns the stream's Receiver, or an error
+// (a gRPC status) that refuses the stream.
+type StreamHandler func(st *Stream) (Receiver, error)
+
+// Receiver gets a stream's messages, on the connection's goroutine.
+type Receiver interface {
+	// Message is one message; msg is only valid during the call. An error
+	// ends the stream with that error's status.
+	Message(msg []byte) error
+	// Closed is called once when the stream ended for any reason: the
+	// client cancelled or half-closed it, the connection broke, or Close.
+	Closed()
+}
+
+// ErrServerClosed is returned by Serve after Stop.
+var ErrServerClosed = errors.New("grpclite: server closed")
+
+// Server serves registered streaming methods.
+type Server struct {
+	// Methods maps full method names ("/pkg.Service/Method") to handlers.
+	Methods map[string]StreamHandler
+	// Fallback receives connections whose first stream is for a method
+	// not in Methods, as if freshly accepted. Nil answers such streams
+	// with Unimplemented.
+	Fallback func(net.Conn)
+	// Window is the flow-control window granted to clients, per stream
+	// and per connection. Default 1 MiB.
+	Window int32
+	// MaxRecvMsgSize bounds a received message. Default 4 MiB.
+	MaxRecvMsgSize int
+	// MaxPending bounds the bytes queued on a stream beyond what the
+	// client's window admits. Default 64 MiB.
+	MaxPending int
+	// WriteTimeout bounds a socket write, and how long queued data may
+	// wait for the client's window to open. Default 20s.
+	WriteTimeout time.Duration
+	// KeepaliveTime is how long a connection may stay silent before it is
+	// pinged; KeepaliveTimeout how long the ping may go unanswered.
+	// Defaults 30s and 10s.
+	KeepaliveTime, KeepaliveTimeout time.Duration
+	// OnStuck is called when a stream is closed because the client did
+	// not read it.
+	OnStuck func(st *Stream)
+	Logger  *slog.Logger
+
+	// bufs are write buffers shared by all connections.
+	bufs sync.Pool
+
+	mu     sync.Mutex
+	lis    map[net.Listener]bool
+	conns  map[*conn]bool
+	closed bool
+}
+
+func (s *Server) writeBuf() *[]byte {
+	if b, ok := s.bufs.Get().(*[]byte); ok {
+		return b
+	}
+	b := make([]byte, 0, 32<<10)
+	return &b
+}
+
+func (s *Server) window() int32 {
+	if s.Window > 0 {
+		return s.Window
+	}
+	return 1 << 20
+}
+
+func (s *Server) maxRecv() int {
+	if s.MaxRecvMsgSize > 0 {
+		return s.MaxRecvMsgSize
+	}
+	return 4 << 20
+}
+
+func (s *Server) maxPending() int {
+	if s.MaxPending > 0 {
+		return s.MaxPending
+	}
+	return 64 << 20
+}
+
+func (s *Server) writeTimeout() time.Duration {
+	if s.WriteTimeout > 0 {
+		return s.WriteTimeout
+	}
+	return 20 * time.Second
+}
+
+func (s *Server) keepalive() (time.Duration, time.Duration) {
+	t, to := s.KeepaliveTime, s.KeepaliveTimeout
+	if t <= 0 {
+		t = 30 * time.Second
+	}
+	if to <= 0 {
+		to = 10 * time.Second
+	}
+	return t, to
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+// Serve accepts connections on lis until Stop.
+func (s *Server) Serve(lis net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	if s.lis == nil {
+		s.lis, s.conns = map[net.Listener]bool{}, map[*conn]bool{}
+	}
+	s.lis[lis] = true
+	s.mu.Unlock()
+	var delay time.Duration
+	for {
+		nc, err := lis.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		c := newConn(s, nc)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return ErrServerClosed
+		}
+		s.conns[c] = true
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Stop closes the listeners and every connection; streams end without a
+// status, as with a broken connection.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	s.closed = true
+	lis, conns := s.lis, s.conns
+	s.lis, s.conns = nil, nil
+	s.mu.Unlock()
+	for l := range lis {
+		l.Close()
+	}
+	for c := range conns {
+		c.nc.Close()
+	}
+}
+
+// HandoffListener is a net.Listener fed by Push, for a gRPC server serving
+// the connections grpclite hands over (Server.Fallback).
+type HandoffListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+// NewHandoffListener returns a listener reporting addr as its address.
+func NewHandoffListener(addr net.Addr) *HandoffListener {
+	return &HandoffListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+// Push hands c to the listener's Accept; it closes c if the listener is
+// closed.
+func (l *HandoffListener) Push(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// Accept implements net.Listener.
+func (l *HandoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close implements net.Listener.
+func (l *HandoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+// Addr implements net.Listener.
+func (l *HandoffListener) Addr() net.Addr { return l.addr }

@@ -1,0 +1,249 @@
+package grpclite
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Stream is one gRPC stream.
+type Stream struct {
+	c      *conn
+	id     uint32
+	method string
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Owned by the connection's goroutine.
+	buf         []byte // a message split over DATA frames
+	recvUnacked int32
+
+	// Under c.wmu.
+	recv        Receiver
+	sendWindow  int64
+	pending     [][]byte
+	pendingLen  int
+	headersSent bool
+	done        bool
+	notified    bool
+	stall       *time.Timer
+	progress    time.Time
+}
+
+// Method returns the full method name.
+func (st *Stream) Method() string { return st.method }
+
+// Peer returns the client's address.
+func (st *Stream) Peer() net.Addr { return st.c.nc.RemoteAddr() }
+
+// Context is done when the stream or its connection ends.
+func (st *Stream) Context() context.Context { return st.ctx }
+
+// errStreamDone is what Send returns once the stream ended.
+var errStreamDone = status.Error(codes.Unavailable, "stream closed")
+
+// Send sends one message made of parts, which must not change afterwards:
+// what the client's flow-control window does not admit yet is queued by
+// reference. Send does not wait for the window; it fails when the queue
+// exceeds MaxPending (the caller should Close the stream) or the
+// connection broke.
+func (st *Stream) Send(parts ...[]byte) error {
+	c := st.c
+	size := 0
+	for _, p := range parts {
+		size += len(p)
+	}
+	if size > 1<<31-1-5 {
+		return status.Errorf(codes.ResourceExhausted, "message of %d bytes is too large", size)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if st.done || c.closed {
+		return errStreamDone
+	}
+	var frames net.Buffers
+	if !st.headersSent {
+		st.headersSent = true
+		frames = append(frames, frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, st.id, responseHeaders()))
+	}
+	if st.pendingLen == 0 {
+		st.progress = time.Now() // the wait for the window starts now
+	}
+	prefix := make([]byte, 5)
+	binary.BigEndian.PutUint32(prefix[1:], uint32(size))
+	st.pending = append(st.pending, prefix)
+	for _, p := range parts {
+		if len(p) > 0 {
+			st.pending = append(st.pending, p)
+		}
+	}
+	st.pendingLen += 5 + size
+	if st.pendingLen > c.srv.maxPending() {
+		if c.srv.OnStuck != nil {
+			c.srv.OnStuck(st)
+		}
+		return status.Errorf(codes.Unavailable, "client is not reading: %d bytes queued on its stream", st.pendingLen)
+	}
+	frames = c.appendDataLocked(st, frames)
+	if err := c.writeLocked(frames); err != nil {
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	if st.pendingLen > 0 && st.stall == nil {
+		st.stall = time.AfterFunc(c.srv.writeTimeout(), st.checkStall)
+	}
+	return nil
+}
+
+// checkStall closes a stream whose queue has not moved for WriteTimeout.
+func (st *Stream) checkStall() {
+	c := st.c
+	wt := c.srv.writeTimeout()
+	c.wmu.Lock()
+	if st.done || st.pendingLen == 0 {
+		st.stall = nil
+		c.wmu.Unlock()
+		return
+	}
+	if idle := time.Since(st.progress); idle < wt {
+		st.stall.Reset(wt - idle)
+		c.wmu.Unlock()
+		return
+	}
+	st.stall = nil
+	c.wmu.Unlock()
+	if c.srv.OnStuck != nil {
+		c.srv.OnStuck(st)
+	}
+	st.Close(status.Errorf(codes.Unavailable, "client did not read its stream for %v; closing it", wt))
+}
+
+// Close ends the stream with err's status (nil: OK) and discards what is
+// still queued. Receiver.Closed is called on the calling goroutine, so do
+// not call Close holding a lock Closed takes.
+func (st *Stream) Close(err error) {
+	c := st.c
+	c.wmu.Lock()
+	if st.done {
+		c.wmu.Unlock()
+		return
+	}
+	st.finishLocked()
+	var b []byte
+	flags := http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream
+	if !st.headersSent {
+		b = responseHeaders() // trailers-only response
+	}
+	b = statusFields(b, err)
+	werr := c.writeLocked(net.Buffers{frame(http2.FrameHeaders, flags, st.id, b)})
+	recv := st.takeReceiverLocked()
+	c.wmu.Unlock()
+	st.cancel()
+	_ = werr // a broken connection is noticed by its reader
+	if recv != nil {
+		recv.Closed()
+	}
+}
+
+// abort ends the stream without writing anything (the client reset it or
+// the connection is gone).
+func (st *Stream) abort() {
+	c := st.c
+	c.wmu.Lock()
+	if st.done {
+		c.wmu.Unlock()
+		return
+	}
+	st.finishLocked()
+	recv := st.takeReceiverLocked()
+	c.wmu.Unlock()
+	st.cancel()
+	if recv != nil {
+		recv.Closed()
+	}
+}
+
+func (st *Stream) finishLocked() {
+	st.done = true
+	st.pending, st.pendingLen = nil, 0
+	if st.stall != nil {
+		st.stall.Stop()
+		st.stall = nil
+	}
+	delete(st.c.streams, st.id)
+}
+
+// takeReceiverLocked returns the receiver to notify, once.
+func (st *Stream) takeReceiverLocked() Receiver {
+	if st.recv == nil || st.notified {
+		return nil
+	}
+	st.notified = true
+	return st.recv
+}
+
+// consume splits data into messages and delivers them.
+func (st *Stream) consume(data []byte) error {
+	if len(st.buf) == 0 {
+		// Whole messages are delivered from the frame itself.
+		for len(data) >= 5 {
+			n, err := st.msgLen(data)
+			if err != nil {
+				return err
+			}
+			if len(data) < 5+n {
+				break
+			}
+			if err := st.deliver(data[5 : 5+n]); err != nil {
+				return err
+			}
+			data = data[5+n:]
+		}
+		if len(data) == 0 {
+			return nil
+		}
+	}
+	st.buf = append(st.buf, data...)
+	for len(st.buf) >= 5 {
+		n, err := st.msgLen(st.buf)
+		if err != nil {
+			return err
+		}
+		if len(st.buf) < 5+n {
+			break
+		}
+		if err := st.deliver(st.buf[5 : 5+n]); err != nil {
+			return err
+		}
+		st.buf = st.buf[5+n:]
+	}
+	if len(st.buf) == 0 {
+		st.buf = nil
+	}
+	return nil
+}
+
+func (st *Stream) msgLen(b []byte) (int, error) {
+	if b[0] != 0 {
+		return 0, status.Error(codes.Unimplemented, "compressed messages are not supported")
+	}
+	n := int(binary.BigEndian.Uint32(b[1:5]))
+	if n > st.c.srv.maxRecv() {
+		return 0, status.Errorf(codes.ResourceExhausted, "received message larger than max (%d vs. %d)", n, st.c.srv.maxRecv())
+	}
+	return n, nil
+}
+
+func (st *Stream) deliver(msg []byte) error {
+	st.c.wmu.Lock()
+	recv, done := st.recv, st.done
+	st.c.wmu.Unlock()
+	if done || recv == nil {
+		return nil
+	}
+	return recv.Message(msg)
+}
