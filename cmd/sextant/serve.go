@@ -208,7 +208,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	// With the lean transport, ADS streams stay on grpclite and any other
 	// call (reflection, grpcurl) is handed to grpc-go on the same port.
 	var lean *grpclite.Server
-	var gsLis net.Listener = xdsLis
+	gsLis := xdsLis
 	if o.xdsTransport == "lean" {
 		hl := grpclite.NewHandoffListener(xdsLis.Addr())
 		gsLis = hl

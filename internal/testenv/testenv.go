@@ -101,7 +101,7 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	// As sextant serve does: ADS on grpclite, anything else handed to
 	// grpc-go.
 	var lean *grpclite.Server
-	var gsLis net.Listener = lis
+	gsLis := lis
 	if !o.GRPCTransport && os.Getenv("SEXTANT_XDS_TRANSPORT") != "grpc" {
 		hl := grpclite.NewHandoffListener(lis.Addr())
 		gsLis = hl
