@@ -35,9 +35,12 @@ type request struct {
 	nonce     string
 	errDetail string
 	hasError  bool
-	// SotW.
-	version string
-	names   []string
+	// SotW. raw, when set, is the request as received and rawNames the
+	// number of names in it (see decodeSotwRequest); use sotwNames.
+	version  string
+	names    []string
+	raw      []byte
+	rawNames int
 	// Delta.
 	subscribe   []string
 	unsubscribe []string
@@ -52,6 +55,9 @@ type watch struct {
 	// names holds, for named types, each subscribed name and the resource
 	// last sent for it (nil: not sent).
 	names map[string]*translate.Resource
+	// subHash is the hash of the SotW request that set names, in the
+	// order received (request.sameSubscription); 0 if unknown.
+	subHash uint64
 	// namesSum is the running sum of nameHash over names (see
 	// namedVersionLocked); change names only through setName and dropName.
 	namesSum uint64
@@ -479,8 +485,9 @@ func (c *Connection) handle(r *request) error {
 				}
 			}
 		} else {
-			w.wildcard = isWildcardType(r.typeURL) && len(r.names) == 0
-			for _, n := range r.names {
+			names := r.sotwNames(&c.s.strings)
+			w.wildcard = isWildcardType(r.typeURL) && len(names) == 0
+			for _, n := range names {
 				if n == "*" {
 					w.wildcard = true
 				}
@@ -561,8 +568,15 @@ func (c *Connection) updateSubscriptionLocked(w *watch, r *request) []string {
 		}
 		return added
 	}
-	want := make(map[string]bool, len(r.names))
-	for _, n := range r.names {
+	if r.sameSubscription(w, c.s.seed) {
+		return nil
+	}
+	if r.raw != nil {
+		defer func() { w.subHash = r.namesHash(c.s.seed) }()
+	}
+	names := r.sotwNames(&c.s.strings)
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
 		want[n] = true
 		if _, ok := w.names[n]; !ok {
 			n = c.s.strings.get(n)

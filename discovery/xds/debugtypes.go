@@ -55,7 +55,7 @@ func (c *Connection) handleDebug(r *request) error {
 			}
 		}
 	case DebugConfigDump:
-		for _, name := range append(r.names, r.subscribe...) {
+		for _, name := range append(r.sotwNames(&c.s.strings), r.subscribe...) {
 			for _, conn := range c.s.Connections() {
 				if (conn.proxy.Name == name || conn.proxy.ID == name) && visible(conn) {
 					if a, err := anypb.New(conn.ClientConfig(true)); err == nil {

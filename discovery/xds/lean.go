@@ -70,17 +70,16 @@ func (l *leanADS) decode(b []byte) (*request, error) {
 		}
 		return deltaRequest(&m), nil
 	}
-	var m discoverygrpc.DiscoveryRequest
-	if err := proto.Unmarshal(b, &m); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "decoding DiscoveryRequest: %v", err)
+	r, err := decodeSotwRequest(b)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "decoding %v", err)
 	}
-	return sotwRequest(&m), nil
+	return r, nil
 }
 
 func (l *leanADS) Message(b []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	b = append([]byte(nil), b...)
 	switch {
 	case l.c != nil:
 		return l.c.post(b)

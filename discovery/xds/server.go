@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"sort"
 	"strings"
@@ -123,6 +124,7 @@ type Server struct {
 	pushq     *pushQueue
 	openq     *queue[func()]
 	strings   interner
+	seed      maphash.Seed
 	admission *rate.Limiter
 
 	pushSeq atomic.Uint64
@@ -149,6 +151,7 @@ func New(agg *model.Aggregator, opts Options) *Server {
 		sem:       make(chan struct{}, opts.PushConcurrency),
 		pushq:     newPushQueue(),
 		openq:     newQueue[func()](),
+		seed:      maphash.MakeSeed(),
 		admission: rate.NewLimiter(rate.Limit(opts.NewStreamsPerSecond), opts.NewStreamsPerSecond),
 	}
 	if opts.Authenticate != nil || opts.Secrets != nil {

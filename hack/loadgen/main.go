@@ -214,6 +214,9 @@ func run(c config) error {
 	}
 	for n := 1; n <= c.changes; n++ {
 		m0 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
+		a0 := scrape("http://"+monAddr+"/metrics", "go_memstats_alloc_bytes_total")
+		g0 := scrape("http://"+monAddr+"/metrics", "go_gc_duration_seconds_count")
+		c0 := cpuSeconds(srv.Process.Pid)
 		t0 := time.Now()
 		want := translate.EndpointType
 		if c.changeKind == "flip" {
@@ -244,13 +247,16 @@ func run(c config) error {
 		}
 		lat := waitAllSince(watchers, want, t0, c.timeout)
 		m1 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
+		a1 := scrape("http://"+monAddr+"/metrics", "go_memstats_alloc_bytes_total")
+		g1 := scrape("http://"+monAddr+"/metrics", "go_gc_duration_seconds_count")
+		c1 := cpuSeconds(srv.Process.Pid)
 		all = append(all, lat...)
 		if dead, err := closed(clients); dead > 0 {
 			fmt.Printf("  %d streams ended; first error: %v\n", dead, err)
 		}
 		last := lastPush("http://" + monAddr)
-		fmt.Printf("change %d (%s): %d/%d proxies that can see it got it; convergence p50 %v p99 %v max %v; marshals %v; push: full=%v sent to %d proxies, %d resources, %d bytes\n",
-			n, c.changeKind, len(lat), len(watchers), pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes)
+		fmt.Printf("change %d (%s): %d/%d proxies that can see it got it; convergence p50 %v p99 %v max %v; marshals %v; push: full=%v sent to %d proxies, %d resources, %d bytes; server allocated %.1f MB, %.0f GC cycles, %.2fs CPU\n",
+			n, c.changeKind, len(lat), len(watchers), pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes, (a1-a0)/1e6, g1-g0, c1-c0)
 		if c.changeInterval > 0 {
 			time.Sleep(c.changeInterval)
 		} else if c.cpuProfile == "" {

@@ -39,6 +39,7 @@ type conn struct {
 	decided      bool // served here (not handed over); writes allowed
 	pendingAcks  int
 	pendingPings [][8]byte
+	renewals     int
 	lastStream   uint32
 	recvUnacked  int32
 
@@ -73,8 +74,14 @@ func (c *conn) newFramer(dec *hpack.Decoder) {
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
 }
 
-// smallFrame is the payload size above which the Framer is renewed.
-const smallFrame = 512
+// A Framer is renewed after a frame larger than smallFrame, at most
+// maxRenewals times: that drops the buffer of a large first request, while
+// a client that keeps sending large frames (a SotW ACK repeating 1,000
+// names) keeps one buffer instead of allocating a new one per frame.
+const (
+	smallFrame  = 512
+	maxRenewals = 2
+)
 
 // recorder keeps what was read until the connection is decided, so a
 // connection can be handed over as if unread.
@@ -152,7 +159,8 @@ func (c *conn) serve() {
 			}
 			return
 		}
-		if large {
+		if large && c.renewals < maxRenewals {
+			c.renewals++
 			c.newFramer(c.fr.ReadMetaHeaders)
 		}
 	}

@@ -15,8 +15,8 @@ type StreamHandler func(st *Stream) (Receiver, error)
 
 // Receiver gets a stream's messages, on the connection's goroutine.
 type Receiver interface {
-	// Message is one message; msg is only valid during the call. An error
-	// ends the stream with that error's status.
+	// Message is one message; msg belongs to the receiver. An error ends
+	// the stream with that error's status.
 	Message(msg []byte) error
 	// Closed is called once when the stream ended for any reason: the
 	// client cancelled or half-closed it, the connection broke, or Close.

@@ -19,8 +19,11 @@ type Stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// Owned by the connection's goroutine.
-	buf         []byte // a message split over DATA frames
+	// Owned by the connection's goroutine: the message being received.
+	hdr         [5]byte
+	hdrN        int
+	inMsg       bool
+	buf         []byte
 	recvUnacked int32
 
 	// Under c.wmu.
@@ -186,43 +189,34 @@ func (st *Stream) takeReceiverLocked() Receiver {
 	return st.recv
 }
 
-// consume splits data into messages and delivers them.
+// consume splits data into messages and delivers them. Each message gets
+// one buffer of its exact size, which the receiver may keep.
 func (st *Stream) consume(data []byte) error {
-	if len(st.buf) == 0 {
-		// Whole messages are delivered from the frame itself.
-		for len(data) >= 5 {
-			n, err := st.msgLen(data)
+	for len(data) > 0 {
+		if !st.inMsg {
+			k := copy(st.hdr[st.hdrN:], data)
+			st.hdrN += k
+			data = data[k:]
+			if st.hdrN < len(st.hdr) {
+				return nil
+			}
+			n, err := st.msgLen(st.hdr[:])
 			if err != nil {
 				return err
 			}
-			if len(data) < 5+n {
-				break
-			}
-			if err := st.deliver(data[5 : 5+n]); err != nil {
+			st.hdrN, st.inMsg = 0, true
+			st.buf = make([]byte, 0, n)
+		}
+		k := min(len(data), cap(st.buf)-len(st.buf))
+		st.buf = append(st.buf, data[:k]...)
+		data = data[k:]
+		if len(st.buf) == cap(st.buf) {
+			msg := st.buf
+			st.buf, st.inMsg = nil, false
+			if err := st.deliver(msg); err != nil {
 				return err
 			}
-			data = data[5+n:]
 		}
-		if len(data) == 0 {
-			return nil
-		}
-	}
-	st.buf = append(st.buf, data...)
-	for len(st.buf) >= 5 {
-		n, err := st.msgLen(st.buf)
-		if err != nil {
-			return err
-		}
-		if len(st.buf) < 5+n {
-			break
-		}
-		if err := st.deliver(st.buf[5 : 5+n]); err != nil {
-			return err
-		}
-		st.buf = st.buf[5+n:]
-	}
-	if len(st.buf) == 0 {
-		st.buf = nil
 	}
 	return nil
 }

@@ -474,3 +474,43 @@ func TestParseKeepsValidObjectsOfInvalidInput(t *testing.T) {
 		t.Fatalf("Objects = %v, want only the DestinationRule", res.Objects)
 	}
 }
+
+// TestParseCached: a second parse reuses the objects of unchanged documents
+// (same pointers' specs), re-decodes the changed one, keeps locations
+// current, and still reports duplicates and errors.
+func TestParseCached(t *testing.T) {
+	doc := func(name, ip string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: " + name + "\n  namespace: default\nspec:\n  address: " + ip + "\n"
+	}
+	in1 := doc("a", "10.0.0.1") + "---\n" + doc("b", "10.0.0.2")
+	res1, cache := ParseCached("f.yaml", []byte(in1), DocCache{})
+	if !res1.Valid() || len(res1.Objects) != 2 || len(cache) != 2 {
+		t.Fatalf("first parse: %d objects, %d cached, errors %v", len(res1.Objects), len(cache), res1.Errors)
+	}
+	// b changes; a moves down by one document.
+	in2 := doc("c", "10.0.0.3") + "---\n" + doc("a", "10.0.0.1") + "---\n" + doc("b", "10.0.0.9")
+	res2, cache2 := ParseCached("f.yaml", []byte(in2), cache)
+	if !res2.Valid() || len(res2.Objects) != 3 || len(cache2) != 3 {
+		t.Fatalf("second parse: %d objects, %d cached, errors %v", len(res2.Objects), len(cache2), res2.Errors)
+	}
+	if res2.Objects[1].Spec != res1.Objects[0].Spec {
+		t.Error("unchanged document a was decoded again")
+	}
+	if res2.Objects[2].Spec == res1.Objects[1].Spec {
+		t.Error("changed document b was not decoded again")
+	}
+	if got := res2.Objects[1].Location; got != "f.yaml:9 (doc 2)" {
+		t.Errorf("moved document's location = %q, want f.yaml:9 (doc 2)", got)
+	}
+	if res1.Objects[0].Location != "f.yaml:1 (doc 1)" {
+		t.Errorf("the first result's object changed location to %q", res1.Objects[0].Location)
+	}
+	// A cached document repeated is still a duplicate.
+	res3, _ := ParseCached("f.yaml", []byte(in1+"---\n"+doc("a", "10.0.0.1")), cache2)
+	if res3.Valid() {
+		t.Fatal("duplicate of a cached document accepted")
+	}
+	if want := "WorkloadEntry default/a"; len(res3.Errors) != 1 || res3.Errors[0].Object != want {
+		t.Fatalf("errors %+v, want one naming %s", res3.Errors, want)
+	}
+}

@@ -56,6 +56,9 @@ type fileState struct {
 	readErr bool                // the last read failed; hash is stale
 	errs    []model.ConfigError // errors of the content last read
 	good    *config.Result      // the last valid version, nil if none
+	// docs are the objects of the last parse by document text, so an edit
+	// re-decodes only the documents it touched.
+	docs config.DocCache
 }
 
 // New returns a registry for the files under dir that writes to shard. A
@@ -373,7 +376,11 @@ func (r *Registry) load(path string) {
 		r.files[path] = st
 	}
 	r.dirty = true
-	res := config.Parse(path, data)
+	if st.docs == nil {
+		st.docs = config.DocCache{}
+	}
+	res, docs := config.ParseCached(path, data, st.docs)
+	st.docs = docs
 	for i := range res.Errors {
 		res.Errors[i].Registry = RegistryName
 	}
