@@ -216,7 +216,7 @@ func run(c config) error {
 		m0 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
 		a0 := scrape("http://"+monAddr+"/metrics", "go_memstats_alloc_bytes_total")
 		g0 := scrape("http://"+monAddr+"/metrics", "go_gc_duration_seconds_count")
-		c0 := cpuSeconds(srv.Process.Pid)
+		c0, l0 := cpuSeconds(srv.Process.Pid), cpuSeconds(os.Getpid())
 		t0 := time.Now()
 		want := translate.EndpointType
 		if c.changeKind == "flip" {
@@ -249,14 +249,14 @@ func run(c config) error {
 		m1 := scrape("http://"+monAddr+"/metrics", "sextant_xds_resource_marshals_total")
 		a1 := scrape("http://"+monAddr+"/metrics", "go_memstats_alloc_bytes_total")
 		g1 := scrape("http://"+monAddr+"/metrics", "go_gc_duration_seconds_count")
-		c1 := cpuSeconds(srv.Process.Pid)
+		c1, l1 := cpuSeconds(srv.Process.Pid), cpuSeconds(os.Getpid())
 		all = append(all, lat...)
 		if dead, err := closed(clients); dead > 0 {
 			fmt.Printf("  %d streams ended; first error: %v\n", dead, err)
 		}
 		last := lastPush("http://" + monAddr)
-		fmt.Printf("change %d (%s): %d/%d proxies that can see it got it; convergence p50 %v p99 %v max %v; marshals %v; push: full=%v sent to %d proxies, %d resources, %d bytes; server allocated %.1f MB, %.0f GC cycles, %.2fs CPU\n",
-			n, c.changeKind, len(lat), len(watchers), pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes, (a1-a0)/1e6, g1-g0, c1-c0)
+		fmt.Printf("change %d (%s): %d/%d proxies that can see it got it; convergence p50 %v p99 %v max %v; marshals %v; push: full=%v sent to %d proxies, %d resources, %d bytes; server allocated %.1f MB, %.0f GC cycles, %.2fs CPU (load generator %.2fs)\n",
+			n, c.changeKind, len(lat), len(watchers), pct(lat, 50), pct(lat, 99), pct(lat, 100), m1-m0, last.Full, last.Sent, last.Resources, last.Bytes, (a1-a0)/1e6, g1-g0, c1-c0, l1-l0)
 		if c.changeInterval > 0 {
 			time.Sleep(c.changeInterval)
 		} else if c.cpuProfile == "" {

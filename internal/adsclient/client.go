@@ -69,10 +69,13 @@ type Client struct {
 	sotwVer   map[string]string
 	lastNonce map[string]string
 	names     map[string]map[string]bool
-	events    chan Event
-	sendMu    sync.Mutex
-	err       error
-	done      chan struct{}
+	// sorted caches sortedKeys(names[type]) for SotW ACKs, which repeat
+	// the subscription (1,000 names for a big mesh) every time.
+	sorted map[string][]string
+	events chan Event
+	sendMu sync.Mutex
+	err    error
+	done   chan struct{}
 }
 
 // Node builds an Istio-style node: sidecar~ip~pod.ns~ns.svc.cluster.local.
@@ -107,6 +110,7 @@ func Start(ctx context.Context, conn grpc.ClientConnInterface, node *corev3.Node
 		sotwVer:   map[string]string{},
 		lastNonce: map[string]string{},
 		names:     map[string]map[string]bool{},
+		sorted:    map[string][]string{},
 		events:    make(chan Event, 1024),
 		done:      make(chan struct{}),
 	}
@@ -173,6 +177,7 @@ func (c *Client) subscribe(typeURL string, names []string, initial bool) error {
 		}
 	}
 	all := sortedKeys(set)
+	c.sorted[typeURL] = all
 	// Like Envoy, a SotW subscription change carries the last nonce of
 	// the type, so the server sees an update, not a reset.
 	nonce := c.lastNonce[typeURL]
@@ -265,7 +270,11 @@ func (c *Client) recvSotw() error {
 		c.mu.Unlock()
 	}
 	c.mu.Lock()
-	names := sortedKeys(c.names[t])
+	names, ok := c.sorted[t]
+	if !ok {
+		names = sortedKeys(c.names[t])
+		c.sorted[t] = names
+	}
 	ver := c.sotwVer[t]
 	c.lastNonce[t] = resp.GetNonce()
 	c.mu.Unlock()

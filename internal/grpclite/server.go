@@ -54,7 +54,7 @@ type Server struct {
 	OnStuck func(st *Stream)
 	Logger  *slog.Logger
 
-	// bufs are write buffers shared by all connections.
+	// bufs are read and write buffers shared by all connections.
 	bufs sync.Pool
 
 	mu     sync.Mutex
@@ -63,7 +63,7 @@ type Server struct {
 	closed bool
 }
 
-func (s *Server) writeBuf() *[]byte {
+func (s *Server) buffer() *[]byte {
 	if b, ok := s.bufs.Get().(*[]byte); ok {
 		return b
 	}
