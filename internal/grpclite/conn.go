@@ -8,11 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -32,11 +30,10 @@ var errHandedOff = errors.New("connection handed to the fallback server")
 // conn is one HTTP/2 connection. Its goroutine (serve) reads; writers hold
 // wmu.
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	lazy *lazyReader // nil when nc is not a socket
-	rec  *recorder
-	fr   *http2.Framer
+	srv *Server
+	nc  net.Conn
+	rec *recorder
+	fr  *http2.Framer
 
 	// Owned by the reading goroutine.
 	decided      bool // served here (not handed over); writes allowed
@@ -61,70 +58,9 @@ type conn struct {
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, sendWindow: defaultWindow, peerInitWindow: defaultWindow, maxFrame: defaultMaxFrame,
 		streams: map[uint32]*Stream{}}
-	var r io.Reader = nc
-	if sc, ok := nc.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			c.lazy = &lazyReader{rc: rc, srv: s}
-			r = c.lazy
-		}
-	}
-	c.rec = &recorder{r: r, on: s.Fallback != nil}
+	c.rec = &recorder{r: nc, on: s.Fallback != nil}
 	c.newFramer(hpack.NewDecoder(4096, nil))
 	return c
-}
-
-// lazyReader reads a socket through a pooled buffer that it holds only
-// while read bytes are left in it: an idle connection holds no buffer
-// (it waits for readability first), and a burst of frames costs one read
-// syscall rather than two per frame.
-type lazyReader struct {
-	rc   syscall.RawConn
-	srv  *Server
-	buf  *[]byte
-	data []byte // unread bytes in *buf
-}
-
-func (r *lazyReader) Read(p []byte) (int, error) {
-	if len(r.data) == 0 {
-		if err := r.fill(); err != nil {
-			return 0, err
-		}
-	}
-	n := copy(p, r.data)
-	r.data = r.data[n:]
-	if len(r.data) == 0 {
-		r.srv.bufs.Put(r.buf)
-		r.buf, r.data = nil, nil
-	}
-	return n, nil
-}
-
-func (r *lazyReader) fill() error {
-	var n int
-	var rerr error
-	err := r.rc.Read(func(fd uintptr) bool {
-		b := r.srv.buffer()
-		n, rerr = syscall.Read(int(fd), (*b)[:cap(*b)])
-		if rerr == syscall.EAGAIN || rerr == syscall.EINTR {
-			r.srv.bufs.Put(b)
-			return false // wait until readable
-		}
-		if n > 0 {
-			r.buf, r.data = b, (*b)[:n]
-		} else {
-			r.srv.bufs.Put(b)
-		}
-		return true
-	})
-	switch {
-	case err != nil:
-		return err
-	case rerr != nil:
-		return os.NewSyscallError("read", rerr)
-	case n == 0:
-		return io.EOF
-	}
-	return nil
 }
 
 // newFramer (re)creates the frame reader. A Framer keeps a buffer as large
@@ -340,12 +276,7 @@ func (c *conn) handOff() error {
 		c.ka.Stop()
 	}
 	c.srv.forget(c)
-	// The fallback reads what the frame reader consumed, then what was
-	// read from the socket but not consumed yet, then the socket.
 	rec := c.rec.buf
-	if c.lazy != nil {
-		rec = append(rec, c.lazy.data...)
-	}
 	c.rec.on, c.rec.buf = false, nil
 	c.srv.Fallback(&replayConn{Conn: c.nc, r: io.MultiReader(bytes.NewReader(rec), c.nc)})
 	return errHandedOff

@@ -54,7 +54,7 @@ type Server struct {
 	OnStuck func(st *Stream)
 	Logger  *slog.Logger
 
-	// bufs are read and write buffers shared by all connections.
+	// bufs are write buffers shared by all connections.
 	bufs sync.Pool
 
 	mu     sync.Mutex
