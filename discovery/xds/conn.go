@@ -54,13 +54,10 @@ type watch struct {
 	wildcard bool
 	// names holds, for named types, each subscribed name and the resource
 	// last sent for it (nil: not sent).
-	names map[string]*translate.Resource
+	names nameSet
 	// subHash is the hash of the SotW request that set names, in the
 	// order received (request.sameSubscription); 0 if unknown.
 	subHash uint64
-	// namesSum is the running sum of nameHash over names (see
-	// namedVersionLocked); change names only through setName and dropName.
-	namesSum uint64
 	// set is what a wildcard subscription was last sent.
 	set *translate.TypeSet
 	// initial are the versions a delta client reported on (re)connect.
@@ -471,7 +468,7 @@ func (c *Connection) handle(r *request) error {
 		return nil
 	}
 	if w == nil {
-		w = &watch{typeURL: c.s.strings.get(r.typeURL), names: map[string]*translate.Resource{}}
+		w = &watch{typeURL: c.s.strings.get(r.typeURL)}
 		if c.delta {
 			w.wildcard = isWildcardType(r.typeURL) && len(r.subscribe) == 0
 			for _, n := range r.subscribe {
@@ -497,8 +494,8 @@ func (c *Connection) handle(r *request) error {
 		c.updateSubscriptionLocked(w, r)
 		if c.delta && !w.wildcard {
 			for n, v := range r.initial {
-				if _, ok := w.names[n]; ok {
-					w.setName(n, &translate.Resource{Name: n, Version: v})
+				if w.names.has(n) {
+					w.names.set(n, &translate.Resource{Name: n, Version: v})
 				}
 			}
 		}
@@ -536,8 +533,8 @@ func (c *Connection) handle(r *request) error {
 		// the client may have dropped what it had, so answer with
 		// everything unless its version_info says it holds it.
 		w.set = nil
-		for n := range w.names {
-			w.setName(n, nil)
+		for _, n := range w.names.names() {
+			w.names.set(n, nil)
 		}
 		w.nonceSent = ""
 		sends = c.prepareLocked(w, nil, r.version)
@@ -554,18 +551,15 @@ func (c *Connection) updateSubscriptionLocked(w *watch, r *request) []string {
 	if w == nil || w.wildcard {
 		return nil
 	}
-	var added []string
 	if c.delta {
+		var fresh []string
 		for _, n := range r.subscribe {
-			if _, ok := w.names[n]; !ok && n != "*" {
-				n = c.s.strings.get(n)
-				w.setName(n, nil)
-				added = append(added, n)
+			if n != "*" && !w.names.has(n) {
+				fresh = append(fresh, c.s.strings.get(n))
 			}
 		}
-		for _, n := range r.unsubscribe {
-			w.dropName(n)
-		}
+		added := w.names.add(fresh)
+		w.names.drop(r.unsubscribe)
 		return added
 	}
 	if r.sameSubscription(w, c.s.seed) {
@@ -576,18 +570,16 @@ func (c *Connection) updateSubscriptionLocked(w *watch, r *request) []string {
 	}
 	names := r.sotwNames(&c.s.strings)
 	want := make(map[string]bool, len(names))
+	var fresh []string
 	for _, n := range names {
 		want[n] = true
-		if _, ok := w.names[n]; !ok {
-			n = c.s.strings.get(n)
-			w.setName(n, nil)
-			added = append(added, n)
+		if !w.names.has(n) {
+			fresh = append(fresh, c.s.strings.get(n))
 		}
 	}
-	for n := range w.names {
-		if !want[n] {
-			w.dropName(n)
-		}
+	added := w.names.add(fresh)
+	if w.names.len() > len(want) {
+		w.names.retain(func(n string) bool { return want[n] })
 	}
 	return added
 }
@@ -648,7 +640,7 @@ func (c *Connection) push(req *PushRequest) error {
 		}
 		var only []string
 		for n := range req.EDS {
-			if _, ok := w.names[n]; ok {
+			if w.names.has(n) {
 				only = append(only, n)
 			}
 		}
@@ -785,15 +777,12 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 	}
 	names := only
 	if names == nil {
-		names = make([]string, 0, len(w.names))
-		for n := range w.names {
-			names = append(names, n)
-		}
+		names = w.names.names()
 	}
 	var changed []*translate.Resource
 	var removed []string
 	for _, n := range names {
-		cur, ok := w.names[n]
+		cur, ok := w.names.get(n)
 		if !ok {
 			continue
 		}
@@ -803,10 +792,10 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 			if c.delta && (cur != nil || contains(only, n)) {
 				removed = append(removed, n)
 			}
-			w.setName(n, nil)
+			w.names.set(n, nil)
 		case cur == nil || cur.Version != r.Version:
 			changed = append(changed, r)
-			w.setName(n, r)
+			w.names.set(n, r)
 		}
 	}
 	ver := c.namedVersionLocked(w)
@@ -819,9 +808,9 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 		// the client subscribed by name (gRPC does): send every subscribed
 		// resource that exists, not just the changed ones.
 		changed = changed[:0]
-		for _, n := range sortedNames(w.names) {
-			if r := w.names[n]; r != nil {
-				changed = append(changed, r)
+		for _, e := range w.names.e {
+			if e.res != nil {
+				changed = append(changed, e.res)
 			}
 		}
 	}
@@ -834,15 +823,6 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 		return nil
 	}
 	return c.finishLocked(w, changed, removed, ver, built)
-}
-
-func sortedNames(m map[string]*translate.Resource) []string {
-	out := make([]string, 0, len(m))
-	for n := range m {
-		out = append(out, n)
-	}
-	sortStrings(out)
-	return out
 }
 
 func contains(list []string, s string) bool {
@@ -859,7 +839,7 @@ func contains(list []string, s string) bool {
 // version sent for it, kept up to date as names change (no per-send sort),
 // so a reconnecting client that holds the same set gets nothing resent.
 func (c *Connection) namedVersionLocked(w *watch) string {
-	return strconv.FormatUint(w.namesSum, 16)
+	return strconv.FormatUint(w.names.sum, 16)
 }
 
 // nameHash is one subscribed name's share of a named watch's version.
@@ -869,23 +849,6 @@ func nameHash(n string, r *translate.Resource) uint64 {
 		h.Str(r.Version)
 	}
 	return h.Sum()
-}
-
-// setName records what was sent (nil: nothing yet) for a subscribed name.
-func (w *watch) setName(n string, r *translate.Resource) {
-	if old, ok := w.names[n]; ok {
-		w.namesSum -= nameHash(n, old)
-	}
-	w.names[n] = r
-	w.namesSum += nameHash(n, r)
-}
-
-// dropName unsubscribes a name.
-func (w *watch) dropName(n string) {
-	if old, ok := w.names[n]; ok {
-		w.namesSum -= nameHash(n, old)
-		delete(w.names, n)
-	}
 }
 
 func versionOf(rs []*translate.Resource) string {
@@ -976,9 +939,9 @@ func (c *Connection) sentLocked(w *watch) []*translate.Resource {
 		return w.set.Resources
 	}
 	var out []*translate.Resource
-	for _, r := range w.names {
-		if r != nil && r.Any != nil {
-			out = append(out, r)
+	for _, e := range w.names.e {
+		if e.res != nil && e.res.Any != nil {
+			out = append(out, e.res)
 		}
 	}
 	sortResources(out)

@@ -128,7 +128,7 @@ func (r *request) namesHash(seed maphash.Seed) uint64 {
 // same order, so a hash of the list as last received answers most ACKs
 // without a lookup per name.
 func (r *request) sameSubscription(w *watch, seed maphash.Seed) bool {
-	if r.raw == nil || r.rawNames != len(w.names) {
+	if r.raw == nil || r.rawNames != w.names.len() {
 		return false
 	}
 	h := r.namesHash(seed)
@@ -137,7 +137,7 @@ func (r *request) sameSubscription(w *watch, seed maphash.Seed) bool {
 	}
 	same := true
 	r.eachRawName(func(b []byte) bool {
-		_, same = w.names[string(b)]
+		same = w.names.hasBytes(b)
 		return same
 	})
 	if same {

@@ -11,8 +11,6 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
-
-	"github.com/sextant-mesh/sextant/discovery/translate"
 )
 
 // TestDecodeSotwRequest: the allocation-free decoder reads what proto
@@ -59,9 +57,8 @@ func TestDecodeSotwRequest(t *testing.T) {
 
 func TestSameSubscription(t *testing.T) {
 	seed := maphash.MakeSeed()
-	w := &watch{names: map[string]*translate.Resource{}}
-	w.setName("a", nil)
-	w.setName("b", nil)
+	w := &watch{}
+	w.names.add([]string{"a", "b"})
 	for _, tc := range []struct {
 		names []string
 		same  bool
@@ -81,11 +78,11 @@ func TestSameSubscription(t *testing.T) {
 // subscription.
 func BenchmarkSotwACK(b *testing.B) {
 	names := make([]string, 1000)
-	w := &watch{names: map[string]*translate.Resource{}}
+	w := &watch{}
 	for i := range names {
 		names[i] = "outbound|80||svc-" + strconv.Itoa(i) + ".ns.svc.cluster.local"
-		w.setName(names[i], nil)
 	}
+	w.names.add(names)
 	msg, _ := proto.Marshal(&discoverygrpc.DiscoveryRequest{TypeUrl: "t", VersionInfo: "v", ResponseNonce: "n", ResourceNames: names})
 	seed := maphash.MakeSeed()
 	b.Run("lean", func(b *testing.B) {

@@ -6,8 +6,6 @@ import (
 	"github.com/sextant-mesh/sextant/discovery/translate"
 )
 
-func sortStrings(s []string) { sort.Strings(s) }
-
 func sortResources(rs []*translate.Resource) {
 	sort.Slice(rs, func(i, j int) bool { return rs[i].Name < rs[j].Name })
 }
