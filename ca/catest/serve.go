@@ -1,6 +1,7 @@
 package catest
 
 import (
+	"crypto/tls"
 	"net"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/sextant-mesh/sextant/ca/issuer"
+	"github.com/sextant-mesh/sextant/internal/grpclite"
 )
 
 // ServeTLS runs a gRPC server with the CA's serving certificate (SANs
@@ -29,5 +31,37 @@ func ServeTLS(t testing.TB, iss *issuer.Issuer, sans []string, opts []grpc.Serve
 	done := make(chan struct{})
 	go func() { _ = gs.Serve(lis); close(done) }()
 	t.Cleanup(func() { gs.Stop(); <-done })
+	return lis.Addr().String()
+}
+
+// ServeLeanTLS is ServeTLS with a grpclite server in front, as sextant
+// serve runs the secure port: newLean builds it with a fallback (streams it
+// does not serve go to the gRPC server, which uses
+// grpclite.HandoffCredentials) and the serving certificate's TLS config.
+func ServeLeanTLS(t testing.TB, iss *issuer.Issuer, sans []string, opts []grpc.ServerOption, register func(*grpc.Server),
+	newLean func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server) string {
+	t.Helper()
+	sc, err := iss.NewServingCert(sans, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := grpclite.NewHandoffListener(lis.Addr())
+	gs := grpc.NewServer(append(opts, grpc.Creds(grpclite.HandoffCredentials()))...)
+	register(gs)
+	lean := newLean(hl.Push, sc.TLSConfig())
+	lean.Handler = gs
+	done := make(chan struct{}, 2)
+	go func() { _ = gs.Serve(hl); done <- struct{}{} }()
+	go func() { _ = lean.Serve(lis); done <- struct{}{} }()
+	t.Cleanup(func() {
+		lean.Stop()
+		gs.Stop()
+		<-done
+		<-done
+	})
 	return lis.Addr().String()
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	caserver "github.com/sextant-mesh/sextant/ca/server"
 	"github.com/sextant-mesh/sextant/ca/trust"
 	"github.com/sextant-mesh/sextant/discovery/xds"
+	"github.com/sextant-mesh/sextant/internal/grpclite"
 )
 
 // secureOptions configure the CA and the secure port. dir, addr and
@@ -43,6 +45,9 @@ type secureOptions struct {
 	csrBurst           int
 	// stopGrace bounds the graceful stop of the secure gRPC server.
 	stopGrace time.Duration
+	// leanXDS, if set, serves ADS with grpclite over TLS; other calls (the
+	// CA) are handed to the gRPC server.
+	leanXDS func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server
 }
 
 // addSecureFlags registers the CA flags on f.
@@ -76,6 +81,8 @@ type secureServer struct {
 
 	lis       net.Listener
 	gs        *grpc.Server
+	lean      *grpclite.Server // nil: grpc-go serves lis
+	gsLis     net.Listener     // what gs serves: lis, or grpclite's handoff
 	log       *slog.Logger
 	stopGrace time.Duration
 }
@@ -166,15 +173,28 @@ func startSecure(ctx context.Context, o secureOptions, reg *prometheus.Registry,
 	if err != nil {
 		return nil, fmt.Errorf("--secure-addr: %w", err)
 	}
-	gs := grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(credentials.NewTLS(serving.TLSConfig())))...)
+	// With grpclite, ADS streams are served there over TLS and every other
+	// connection (CreateCertificate) is handed, TLS done, to grpc-go.
+	creds := credentials.NewTLS(serving.TLSConfig())
+	var lean *grpclite.Server
+	var gsLis net.Listener = lis
+	if o.leanXDS != nil {
+		hl := grpclite.NewHandoffListener(lis.Addr())
+		lean, gsLis, creds = o.leanXDS(hl.Push, serving.TLSConfig()), hl, grpclite.HandoffCredentials()
+	}
+	gs := grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(creds))...)
 	svc.Register(gs)
 	if registerXDS != nil {
 		registerXDS(gs)
 	}
+	if lean != nil {
+		lean.Handler = gs // CA calls on a connection that started with ADS
+	}
 	if o.stopGrace <= 0 {
 		o.stopGrace = 5 * time.Second
 	}
-	return &secureServer{Trust: store, Issuer: iss, CA: svc, Serving: serving, Authn: chain, kube: kca, lis: lis, gs: gs, log: log, stopGrace: o.stopGrace}, nil
+	return &secureServer{Trust: store, Issuer: iss, CA: svc, Serving: serving, Authn: chain, kube: kca, lis: lis, gs: gs,
+		lean: lean, gsLis: gsLis, log: log, stopGrace: o.stopGrace}, nil
 }
 
 // xdsSecurity adapts the CA for the xDS server: the same authenticators
@@ -198,13 +218,24 @@ func (s *secureServer) Run(ctx context.Context) error {
 		g.Go(func() error { return s.kube.Run(gctx, s.Trust) })
 	}
 	g.Go(func() error {
-		if err := s.gs.Serve(s.lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		if err := s.gs.Serve(s.gsLis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("secure server: %w", err)
 		}
 		return nil
 	})
+	if s.lean != nil {
+		g.Go(func() error {
+			if err := s.lean.Serve(s.lis); err != nil && !errors.Is(err, grpclite.ErrServerClosed) {
+				return fmt.Errorf("secure server: %w", err)
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
+		if s.lean != nil {
+			s.lean.Stop()
+		}
 		stopped := make(chan struct{})
 		go func() { s.gs.GracefulStop(); close(stopped) }()
 		t := time.NewTimer(s.stopGrace)
@@ -224,6 +255,9 @@ func (s *secureServer) Run(ctx context.Context) error {
 // Close releases the port when Run will not be called (a later startup
 // step failed).
 func (s *secureServer) Close() {
+	if s.lean != nil {
+		s.lean.Stop()
+	}
 	s.gs.Stop()
 	s.lis.Close()
 }

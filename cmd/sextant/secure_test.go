@@ -23,6 +23,7 @@ import (
 
 	"github.com/sextant-mesh/sextant/ca/catest"
 	"github.com/sextant-mesh/sextant/ca/issuer"
+	"github.com/sextant-mesh/sextant/internal/grpclite"
 )
 
 func TestSecureFlags(t *testing.T) {
@@ -61,12 +62,26 @@ func testOptions(t *testing.T, args ...string) secureOptions {
 
 // TestStartSecure runs the secure port as serve will: the CA over TLS,
 // plus whatever registerXDS adds (a health service here).
+// TestStartSecure runs the secure port on grpc-go, and with grpclite in
+// front (as --xds-transport=lean does), where CA calls reach grpc-go through
+// the handoff with the TLS state (client certificates) intact.
 func TestStartSecure(t *testing.T) {
+	for _, lean := range []bool{false, true} {
+		t.Run(map[bool]string{false: "grpc", true: "lean"}[lean], func(t *testing.T) { testStartSecure(t, lean) })
+	}
+}
+
+func testStartSecure(t *testing.T, lean bool) {
 	dir := t.TempDir()
 	kube := catest.NewJWTIssuer(t, dir, "https://kubernetes.default.svc")
 	tokens := filepath.Join(dir, "tokens")
 	os.WriteFile(tokens, []byte("dev default dev\n"), 0o600)
 	o := testOptions(t, "--jwt-issuer="+kube.Flag(), "--ca-token-file="+tokens, "--secure-san=sextant.example.com")
+	if lean {
+		o.leanXDS = func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server {
+			return &grpclite.Server{Fallback: fallback, TLSConfig: cfg, Metadata: true}
+		}
+	}
 	reg := prometheus.NewRegistry()
 	registered := false
 	sec, err := startSecure(context.Background(), o, reg, quietLog(), func(gs *grpc.Server) {

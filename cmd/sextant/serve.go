@@ -98,7 +98,7 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	f.Float64Var(&o.keepaliveShare, "keepalive-share", 0.01, "share of a service's traffic its keepalive endpoints get")
 	f.BoolVar(&o.registryOnly, "outbound-registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
 	f.DurationVar(&o.drainWindow, "drain-window", 5*time.Second, "on SIGTERM, spread closing proxy streams over this window")
-	f.StringVar(&o.xdsTransport, "xds-transport", "lean", "HTTP/2 transport for ADS on --xds-addr: lean (one goroutine per connection; other gRPC services are handed to grpc-go) or grpc (grpc-go for everything)")
+	f.StringVar(&o.xdsTransport, "xds-transport", "lean", "HTTP/2 transport for ADS on --xds-addr and --secure-addr: lean (one goroutine per connection; other gRPC calls are handed to grpc-go on the same port) or grpc (grpc-go for everything)")
 	o.etcd = addEtcdFlags(f)
 	o.secure = addSecureFlags(f)
 	o.webhook = addWebhookFlags(f)
@@ -213,6 +213,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		hl := grpclite.NewHandoffListener(xdsLis.Addr())
 		gsLis = hl
 		lean = srv.NewLeanServer(hl.Push, log)
+		lean.Handler = gs // other calls on a connection that started with ADS
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	var sec *secureServer
@@ -224,6 +225,11 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		}
 		so := *o.secure
 		so.dir, so.addr, so.trustDomain, so.kube = o.caDir, o.secureAddr, o.trustDomain, o.kube
+		if o.xdsTransport == "lean" {
+			so.leanXDS = func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server {
+				return srv.NewSecureLeanServer(fallback, cfg, log)
+			}
+		}
 		if sec, err = startSecure(ctx, so, srv.Metrics().Registry, log, srv.RegisterSecure); err != nil {
 			xdsLis.Close()
 			monLis.Close()

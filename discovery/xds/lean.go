@@ -1,8 +1,10 @@
 package xds
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,9 +27,28 @@ const (
 // docs/performance.md). Connections that start with any other method go to
 // fallback (a grpc-go server with reflection and the rest), nil for none.
 func (s *Server) NewLeanServer(fallback func(net.Conn), log *slog.Logger) *grpclite.Server {
+	return s.newLean(fallback, log, false)
+}
+
+// NewSecureLeanServer serves ADS on the secure port with grpclite over TLS
+// (cfg): streams are authenticated as on grpc-go (peer certificate, or a
+// token in the request headers), and connections that start with another
+// method (the CA's CreateCertificate) go to fallback, a grpc-go server
+// using grpclite.HandoffCredentials.
+func (s *Server) NewSecureLeanServer(fallback func(net.Conn), cfg *tls.Config, log *slog.Logger) *grpclite.Server {
+	ls := s.newLean(fallback, log, true)
+	cfg = cfg.Clone()
+	if !slices.Contains(cfg.NextProtos, "h2") {
+		cfg.NextProtos = append(cfg.NextProtos, "h2")
+	}
+	ls.TLSConfig, ls.Metadata = cfg, true
+	return ls
+}
+
+func (s *Server) newLean(fallback func(net.Conn), log *slog.Logger, secure bool) *grpclite.Server {
 	open := func(delta bool) grpclite.StreamHandler {
 		return func(st *grpclite.Stream) (grpclite.Receiver, error) {
-			return &leanADS{s: s, st: st, delta: delta}, nil
+			return &leanADS{s: s, st: st, delta: delta, secure: secure}, nil
 		}
 	}
 	return &grpclite.Server{
@@ -51,9 +72,10 @@ func (s *Server) NewLeanServer(fallback func(net.Conn), log *slog.Logger) *grpcl
 // admission) is handled on a short-lived goroutine, and every request is
 // handled by a push worker (Connection.post).
 type leanADS struct {
-	s     *Server
-	st    *grpclite.Stream
-	delta bool
+	s      *Server
+	st     *grpclite.Stream
+	delta  bool
+	secure bool
 
 	mu      sync.Mutex
 	c       *Connection
@@ -107,7 +129,7 @@ func (l *leanADS) open(b []byte, queued time.Time) {
 		l.s.metrics.RejectedStreams.WithLabelValues("admission").Inc()
 		err = status.Error(codes.ResourceExhausted, "too many new xDS streams; retry with backoff")
 	default:
-		c, err = l.s.open(l.st.Context(), r, l.delta, false, l.st.Peer().String(), leanStream{l.st})
+		c, err = l.s.open(l.st.Context(), r, l.delta, l.secure, l.st.Peer().String(), leanStream{l.st})
 	}
 	if err != nil {
 		l.st.Close(err)

@@ -3,6 +3,8 @@ package grpclite
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -16,6 +18,9 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -31,9 +36,12 @@ var errHandedOff = errors.New("connection handed to the fallback server")
 // wmu.
 type conn struct {
 	srv *Server
-	nc  net.Conn
+	raw net.Conn // the accepted connection; Stop closes it
+	nc  net.Conn // raw, or TLS over it once the handshake is done
 	rec *recorder
 	fr  *http2.Framer
+	// authInfo describes the TLS connection (nil for plaintext).
+	authInfo credentials.AuthInfo
 
 	// Owned by the reading goroutine.
 	decided      bool // served here (not handed over); writes allowed
@@ -56,7 +64,7 @@ type conn struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, sendWindow: defaultWindow, peerInitWindow: defaultWindow, maxFrame: defaultMaxFrame,
+	c := &conn{srv: s, raw: nc, nc: nc, sendWindow: defaultWindow, peerInitWindow: defaultWindow, maxFrame: defaultMaxFrame,
 		streams: map[uint32]*Stream{}}
 	c.rec = &recorder{r: nc, on: s.Fallback != nil}
 	c.newFramer(hpack.NewDecoder(4096, nil))
@@ -115,6 +123,18 @@ func (c *conn) serve() {
 		}
 	}()
 	_ = c.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if cfg := c.srv.TLSConfig; cfg != nil {
+		tc := tls.Server(c.raw, cfg)
+		_ = c.raw.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			c.srv.logger().Debug("grpclite: TLS handshake failed", "peer", c.raw.RemoteAddr().String(), "error", err)
+			return
+		}
+		_ = c.raw.SetWriteDeadline(time.Time{})
+		c.nc, c.rec.r = tc, tc
+		c.authInfo = credentials.TLSInfo{State: tc.ConnectionState(),
+			CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}
+	}
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c.rec, preface); err != nil || string(preface) != http2.ClientPreface {
 		return
@@ -287,7 +307,11 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	if st := c.stream(id); st != nil {
 		// Trailers from the client end its side.
 		if f.StreamEnded() {
-			st.Close(nil)
+			if st.bridge != nil {
+				_ = st.bridge.body.write(nil, 0, true)
+			} else {
+				st.Close(nil)
+			}
 		}
 		return nil
 	}
@@ -304,7 +328,16 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		return err
 	}
 	st := &Stream{c: c, id: id, method: method}
-	st.ctx, st.cancel = context.WithCancel(context.Background())
+	ctx := context.Background()
+	if c.srv.Metadata {
+		ctx = peer.NewContext(ctx, &peer.Peer{Addr: c.nc.RemoteAddr(), LocalAddr: c.nc.LocalAddr(), AuthInfo: c.authInfo})
+		ctx = metadata.NewIncomingContext(ctx, headerMetadata(f))
+	}
+	st.ctx, st.cancel = context.WithCancel(ctx)
+	bridged := h == nil && c.srv.Handler != nil
+	if bridged {
+		st.bridge = &bridge{body: newBody()}
+	}
 	c.wmu.Lock()
 	if c.closed {
 		c.wmu.Unlock()
@@ -313,6 +346,10 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	st.sendWindow = c.peerInitWindow
 	c.streams[id] = st
 	c.wmu.Unlock()
+	if bridged {
+		c.startBridge(st, f)
+		return nil
+	}
 	if h == nil {
 		st.Close(status.Errorf(codes.Unimplemented, "unknown method %s", method))
 		return nil
@@ -339,6 +376,35 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		st.Close(nil)
 	}
 	return nil
+}
+
+// headerMetadata is a stream's request headers as grpc-go presents them
+// to handlers: gRPC's reserved headers left out, binary ones decoded.
+func headerMetadata(f *http2.MetaHeadersFrame) metadata.MD {
+	md := metadata.MD{}
+	if a := f.PseudoValue("authority"); a != "" {
+		md[":authority"] = []string{a}
+	}
+	for _, hf := range f.RegularFields() {
+		switch hf.Name {
+		case "content-type", "te", "grpc-message-type", "grpc-encoding", "grpc-accept-encoding",
+			"grpc-message", "grpc-status", "grpc-timeout", "grpc-status-details-bin":
+			continue
+		}
+		v := hf.Value
+		if strings.HasSuffix(hf.Name, "-bin") {
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				b, err = base64.RawStdEncoding.DecodeString(v)
+			}
+			if err != nil {
+				continue
+			}
+			v = string(b)
+		}
+		md[hf.Name] = append(md[hf.Name], v)
+	}
+	return md
 }
 
 func contentType(f *http2.MetaHeadersFrame) string {
@@ -374,6 +440,12 @@ func (c *conn) data(f *http2.DataFrame) error {
 	}
 	if err := c.write(updates...); err != nil {
 		return err
+	}
+	if st.bridge != nil {
+		if err := st.bridge.body.write(f.Data(), c.srv.maxRecv(), f.StreamEnded()); err != nil {
+			c.resetStream(st.id, http2.ErrCodeFlowControl)
+		}
+		return nil
 	}
 	if err := st.consume(f.Data()); err != nil {
 		st.Close(err)
@@ -433,6 +505,13 @@ func (c *conn) appendDataLocked(st *Stream, frames net.Buffers) net.Buffers {
 	}
 	if st.pendingLen == 0 {
 		st.pending = nil
+		if st.trailers != nil {
+			// A bridged call's trailers wait for its data.
+			frames = append(frames, st.trailers)
+			st.trailers = nil
+			st.finishLocked()
+			st.cancel()
+		}
 	}
 	return frames
 }

@@ -3,8 +3,15 @@ package grpclite
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"strings"
 	"sync"
@@ -15,10 +22,14 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // rawCodec sends and receives *[]byte as they are.
@@ -429,5 +440,169 @@ func TestBadPreface(t *testing.T) {
 	var ne net.Error
 	if _, err := io.Copy(io.Discard, nc); errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("connection with a bad preface not closed: %v", err)
+	}
+}
+
+// selfSigned returns a server certificate for 127.0.0.1 and a pool
+// trusting it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+// TestTLSWithMetadataAndFallback: over TLS, a stream's context carries the
+// peer's TLS state and the request headers; a connection whose first call
+// is another method reaches a grpc-go server with HandoffCredentials,
+// which sees the same TLS state.
+func TestTLSWithMetadataAndFallback(t *testing.T) {
+	cert, pool := selfSigned(t)
+	got := make(chan string, 1)
+	s := &Server{
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}},
+		Metadata:  true,
+		Methods: map[string]StreamHandler{chat: func(st *Stream) (Receiver, error) {
+			p, _ := peer.FromContext(st.Context())
+			md, _ := metadata.FromIncomingContext(st.Context())
+			info, _ := p.AuthInfo.(credentials.TLSInfo)
+			got <- fmt.Sprintf("tls=%v auth=%v", info.State.HandshakeComplete, md.Get("authorization"))
+			return recvFunc{msg: func(b []byte) error { return st.Send([]byte("echo:"), b) }}, nil
+		}},
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl := NewHandoffListener(lis.Addr())
+	s.Fallback = hl.Push
+	var fallbackTLS atomic.Bool
+	gs := grpc.NewServer(grpc.Creds(HandoffCredentials()), grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if p, ok := peer.FromContext(ctx); ok {
+			_, isTLS := p.AuthInfo.(credentials.TLSInfo)
+			fallbackTLS.Store(isTLS)
+		}
+		return h(ctx, req)
+	}))
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go func() { _ = gs.Serve(hl) }()
+	defer gs.Stop()
+	go func() { _ = s.Serve(lis) }()
+	defer s.Stop()
+
+	creds := credentials.NewTLS(&tls.Config{RootCAs: pool})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(creds), grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cs := openStream(t, metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer x"), cc, chat)
+	msg := []byte("hi")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	if err := cs.RecvMsg(&b); err != nil || string(b) != "echo:hi" {
+		t.Fatalf("over TLS: %q %v", b, err)
+	}
+	if g := <-got; g != "tls=true auth=[Bearer x]" {
+		t.Fatalf("stream context: %s", g)
+	}
+
+	// On the same connection, after the grpclite stream: bridged to gs.
+	s.Handler = gs
+	fallbackTLS.Store(false)
+	if _, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.ForceCodec(protoCodec{})); err != nil {
+		t.Fatalf("health check bridged over the grpclite connection: %v", err)
+	}
+	if !fallbackTLS.Load() {
+		t.Fatal("the bridged call did not see the TLS state")
+	}
+
+	cc2, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc2.Close()
+	if _, err := healthpb.NewHealthClient(cc2).Check(ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health check through the TLS fallback: %v", err)
+	}
+	if !fallbackTLS.Load() {
+		t.Fatal("the fallback server did not see the TLS state")
+	}
+}
+
+// protoCodec undoes the raw codec default of test connections for calls
+// with proto messages.
+type protoCodec struct{}
+
+func (protoCodec) Marshal(v any) ([]byte, error)   { return proto.Marshal(v.(proto.Message)) }
+func (protoCodec) Unmarshal(b []byte, v any) error { return proto.Unmarshal(b, v.(proto.Message)) }
+func (protoCodec) Name() string                    { return "proto" }
+
+// TestBridge: on a connection grpclite keeps, calls to other methods are
+// served by Handler (a grpc.Server): unary, server streaming, errors.
+func TestBridge(t *testing.T) {
+	gs := grpc.NewServer()
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	s := echoServer()
+	s.Handler = gs
+	addr := start(t, s)
+	cc := dial(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cs := openStream(t, ctx, cc, chat)
+	msg := []byte("first")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	if err := cs.RecvMsg(&b); err != nil {
+		t.Fatal(err)
+	}
+	hc := healthpb.NewHealthClient(cc)
+	for range 3 {
+		resp, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.ForceCodec(protoCodec{}))
+		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+			t.Fatalf("bridged unary call: %v %v", resp, err)
+		}
+	}
+	if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"}, grpc.ForceCodec(protoCodec{})); status.Code(err) != codes.NotFound {
+		t.Fatalf("bridged call's error: got %v, want NotFound", err)
+	}
+	w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{Service: "svc"}, grpc.ForceCodec(protoCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := w.Recv()
+	if err != nil || first.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
+		t.Fatalf("bridged stream, first: %v %v", first, err)
+	}
+	hs.SetServingStatus("svc", healthpb.HealthCheckResponse_SERVING)
+	if next, err := w.Recv(); err != nil || next.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("bridged stream, update: %v %v", next, err)
+	}
+	// The grpclite stream still works alongside.
+	msg = []byte("again")
+	if err := cs.SendMsg(&msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.RecvMsg(&b); err != nil || string(b) != "echo:again" {
+		t.Fatalf("%q %v", b, err)
 	}
 }

@@ -1,11 +1,16 @@
 package grpclite
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // StreamHandler is called on the connection's goroutine when a client opens
@@ -34,6 +39,18 @@ type Server struct {
 	// not in Methods, as if freshly accepted. Nil answers such streams
 	// with Unimplemented.
 	Fallback func(net.Conn)
+	// TLSConfig, if set, serves TLS: the handshake runs on the
+	// connection's goroutine; NextProtos should offer "h2", which gRPC
+	// clients require.
+	TLSConfig *tls.Config
+	// Metadata puts the peer (with its TLS state) and the request headers
+	// as incoming metadata into stream contexts, as grpc-go does, for
+	// handlers that authenticate callers.
+	Metadata bool
+	// Handler, if set, serves calls to other methods on connections this
+	// server keeps (typically the grpc.Server that Fallback feeds, through
+	// its ServeHTTP); nil answers them with Unimplemented.
+	Handler http.Handler
 	// Window is the flow-control window granted to clients, per stream
 	// and per connection. Default 1 MiB.
 	Window int32
@@ -179,7 +196,7 @@ func (s *Server) Stop() {
 		l.Close()
 	}
 	for c := range conns {
-		c.nc.Close()
+		c.raw.Close()
 	}
 }
 
@@ -225,3 +242,36 @@ func (l *HandoffListener) Close() error {
 
 // Addr implements net.Listener.
 func (l *HandoffListener) Addr() net.Addr { return l.addr }
+
+// HandoffCredentials are transport credentials for the gRPC server that
+// serves connections handed over by a TLS grpclite Server (Fallback): the
+// TLS handshake is done already, so they pass the connection through and
+// report its TLS state to handlers, as grpc-go's own TLS credentials do.
+func HandoffCredentials() credentials.TransportCredentials { return handoffCreds{} }
+
+type handoffCreds struct{}
+
+func (handoffCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("grpclite: handoff credentials are for servers only")
+}
+
+func (handoffCreds) ServerHandshake(nc net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	rc, ok := nc.(*replayConn)
+	if !ok {
+		return nc, nil, nil
+	}
+	tc, ok := rc.Conn.(*tls.Conn)
+	if !ok {
+		return nc, nil, nil
+	}
+	return nc, credentials.TLSInfo{State: tc.ConnectionState(),
+		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
+}
+
+func (handoffCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2"}
+}
+
+func (c handoffCreds) Clone() credentials.TransportCredentials { return c }
+
+func (handoffCreds) OverrideServerName(string) error { return nil }

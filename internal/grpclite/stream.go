@@ -36,6 +36,10 @@ type Stream struct {
 	notified    bool
 	stall       *time.Timer
 	progress    time.Time
+	// bridge is set for a call served by Server.Handler (see bridge.go);
+	// its trailers wait in trailers until the queued data is written.
+	bridge   *bridge
+	trailers []byte
 }
 
 // Method returns the full method name.
@@ -74,18 +78,24 @@ func (st *Stream) Send(parts ...[]byte) error {
 		st.headersSent = true
 		frames = append(frames, frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders, st.id, responseHeaders()))
 	}
+	prefix := make([]byte, 5)
+	binary.BigEndian.PutUint32(prefix[1:], uint32(size))
+	return st.queueLocked(frames, append([][]byte{prefix}, parts...))
+}
+
+// queueLocked queues data and writes what the windows admit, after
+// frames.
+func (st *Stream) queueLocked(frames net.Buffers, parts [][]byte) error {
+	c := st.c
 	if st.pendingLen == 0 {
 		st.progress = time.Now() // the wait for the window starts now
 	}
-	prefix := make([]byte, 5)
-	binary.BigEndian.PutUint32(prefix[1:], uint32(size))
-	st.pending = append(st.pending, prefix)
 	for _, p := range parts {
 		if len(p) > 0 {
 			st.pending = append(st.pending, p)
+			st.pendingLen += len(p)
 		}
 	}
-	st.pendingLen += 5 + size
 	if st.pendingLen > c.srv.maxPending() {
 		if c.srv.OnStuck != nil {
 			c.srv.OnStuck(st)
@@ -165,6 +175,9 @@ func (st *Stream) abort() {
 	recv := st.takeReceiverLocked()
 	c.wmu.Unlock()
 	st.cancel()
+	if st.bridge != nil {
+		st.bridge.body.fail(context.Canceled)
+	}
 	if recv != nil {
 		recv.Closed()
 	}

@@ -106,6 +106,7 @@ func Start(t testing.TB, dir string, o Options) *Env {
 		hl := grpclite.NewHandoffListener(lis.Addr())
 		gsLis = hl
 		lean = srv.NewLeanServer(hl.Push, log)
+		lean.Handler = gs
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 4)

@@ -30,6 +30,7 @@ import (
 	"github.com/sextant-mesh/sextant/discovery/translate"
 	"github.com/sextant-mesh/sextant/discovery/xds"
 	"github.com/sextant-mesh/sextant/internal/adsclient"
+	"github.com/sextant-mesh/sextant/internal/grpclite"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 )
 
@@ -73,13 +74,24 @@ func startSecureCAWith(t *testing.T, xdsSrv *xds.Server, topts trust.Options, io
 	}
 	// Clients dial 127.0.0.1; istio-agent verifies that address (the
 	// production equivalent is --secure-san).
-	addr := catest.ServeTLS(t, iss, []string{"127.0.0.1"}, xds.GRPCServerOptions(), func(gs *grpc.Server) {
+	register := func(gs *grpc.Server) {
 		svc.Register(gs)
 		if xdsSrv != nil {
 			xdsSrv.RegisterSecure(gs)
 			xdsSrv.SetSecurity(sds.Authenticator(chain), sds.Source{Issuer: iss, RotateAt: 0.5})
 		}
-	})
+	}
+	var addr string
+	if xdsSrv != nil && os.Getenv("SEXTANT_XDS_TRANSPORT") != "grpc" {
+		// As sextant serve: ADS on grpclite over TLS, the CA on grpc-go
+		// behind it.
+		addr = catest.ServeLeanTLS(t, iss, []string{"127.0.0.1"}, xds.GRPCServerOptions(), register,
+			func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server {
+				return xdsSrv.NewSecureLeanServer(fallback, cfg, nil)
+			})
+	} else {
+		addr = catest.ServeTLS(t, iss, []string{"127.0.0.1"}, xds.GRPCServerOptions(), register)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = store.Run(ctx); close(done) }()
