@@ -14,6 +14,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -32,6 +34,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/sextant-mesh/sextant/discovery/translate"
@@ -50,7 +53,7 @@ type config struct {
 	cpuProfile                            string
 	goroutineProfile                      string
 	changeKind                            string
-	scoped                                bool
+	scoped, secure                        bool
 	churnRate                             float64
 	churnDuration                         time.Duration
 }
@@ -70,6 +73,7 @@ func main() {
 	flag.IntVar(&c.connectRate, "connect-rate", 0, "new streams per second (0 = all at once: a connect storm)")
 	flag.DurationVar(&c.changeInterval, "change-interval", 0, "with >0, changes are sent at this interval without waiting for convergence (churn)")
 	flag.StringVar(&c.heapProfile, "heap-profile", "", "write the server's heap profile (after connecting) to this file")
+	flag.BoolVar(&c.secure, "secure", false, "connect to the secure port (TLS, a bearer token per namespace from a --ca-token-file) instead of the plaintext one")
 	flag.StringVar(&c.cpuProfile, "cpu-profile", "", "write the server's CPU profile over the measured changes to this file")
 	flag.StringVar(&c.goroutineProfile, "goroutine-profile", "", "write the server's goroutine dump (after connecting) to this file")
 	flag.StringVar(&c.changeKind, "change-kind", "endpoint", "what each change does: endpoint (move one endpoint), vs (change one VirtualService: a full push), or flip (switch every endpoint of svc-0 between keepalive and running through /api/v1/traffic)")
@@ -112,8 +116,26 @@ func run(c config) error {
 		}
 	}
 	xdsAddr, monAddr := freeAddr(), freeAddr()
-	srv := exec.Command(bin, "serve", "--config-dir", meshDir, "--xds-addr", xdsAddr, "--monitoring-addr", monAddr,
-		"--debounce-after", c.debounce.String(), "--log-level", "warn")
+	args := []string{"serve", "--config-dir", meshDir, "--xds-addr", xdsAddr, "--monitoring-addr", monAddr,
+		"--debounce-after", c.debounce.String(), "--log-level", "warn"}
+	dialAddr, creds := xdsAddr, insecure.NewCredentials()
+	var tokens []string // per namespace, on the secure port
+	if c.secure {
+		secAddr := freeAddr()
+		var lines strings.Builder
+		for n := range 10 {
+			tokens = append(tokens, "load-token-"+strconv.Itoa(n))
+			fmt.Fprintf(&lines, "%s ns%d default\n", tokens[n], n)
+		}
+		tokenFile := filepath.Join(dir, "tokens")
+		if err := os.WriteFile(tokenFile, []byte(lines.String()), 0o600); err != nil {
+			return err
+		}
+		args = append(args, "--ca-dir", filepath.Join(dir, "ca"), "--secure-addr", secAddr, "--ca-token-file", tokenFile,
+			"--webhook-addr", "", "--ca-csr-rate", "100000", "--ca-csr-burst", "100000")
+		dialAddr = secAddr
+	}
+	srv := exec.Command(bin, args...)
 	srv.Stderr = os.Stderr
 	if err := srv.Start(); err != nil {
 		return err
@@ -121,6 +143,15 @@ func run(c config) error {
 	defer func() { _ = srv.Process.Signal(os.Interrupt); _ = srv.Wait() }()
 	if err := waitReady("http://" + monAddr + "/ready"); err != nil {
 		return err
+	}
+	if c.secure {
+		rootPEM, err := os.ReadFile(filepath.Join(dir, "ca", "root-cert.pem"))
+		if err != nil {
+			return err
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(rootPEM)
+		creds = credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "istiod.istio-system.svc"})
 	}
 	rssIdle := rss(srv.Process.Pid)
 	cpu0 := cpuSeconds(srv.Process.Pid)
@@ -152,7 +183,11 @@ func run(c config) error {
 			defer func() { <-sem }()
 			// The light codec keeps the simulated proxies' decoding cheap:
 			// real proxies do not share the server's cores.
-			cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(insecure.NewCredentials()), adsclient.LightCodec())
+			opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), adsclient.LightCodec()}
+			if c.secure {
+				opts = append(opts, grpc.WithPerRPCCredentials(bearer(tokens[i%10])))
+			}
+			cc, err := grpc.NewClient(dialAddr, opts...)
 			if err != nil {
 				failed.Add(1)
 				return
@@ -597,3 +632,12 @@ func scrape(url, metric string) float64 {
 	}
 	return -1
 }
+
+// bearer sends a token as istio-agent does.
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+
+func (bearer) RequireTransportSecurity() bool { return true }
