@@ -16,9 +16,13 @@
 // It implements what gRPC clients of a streaming service need: the
 // connection preface, SETTINGS, flow control both ways, PING and
 // keepalive, GOAWAY, RST_STREAM, length-prefixed messages, status in
-// trailers. It does not implement compression (a compressed message ends
-// its stream with Unimplemented), unary methods or server push. A
-// connection whose first stream asks for a method this server does not
-// serve is handed over, with the bytes read so far, to Fallback (a full
-// gRPC server), so one port can serve both.
+// trailers, and optionally TLS (TLSConfig) with the peer and request
+// headers in stream contexts (Metadata), as grpc-go presents them. It does
+// not implement compression (a compressed message ends its stream with
+// Unimplemented) or server push. Other methods are left to a full gRPC
+// server: a connection whose first stream asks for one is handed over,
+// with the bytes read so far, to Fallback (HandoffCredentials carry the
+// TLS state across); a later call on a connection kept here goes to
+// Handler (grpc.Server.ServeHTTP) through an http.Request/ResponseWriter
+// bridge.
 package grpclite
