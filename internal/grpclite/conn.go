@@ -48,11 +48,16 @@ type conn struct {
 	pendingAcks  int
 	pendingPings [][8]byte
 	renewals     int
+	lastPing     time.Time
+	pingStrikes  int
 	lastStream   uint32
 	recvUnacked  int32
 
 	lastRead atomic.Int64
 	pingOut  atomic.Bool
+	// sentData is set when a response goes out; clients (grpc-go's
+	// bandwidth estimator) ping after data, so that clears ping strikes.
+	sentData atomic.Bool
 	ka       *time.Timer
 
 	wmu            sync.Mutex
@@ -212,6 +217,9 @@ func (c *conn) handle(f http2.Frame) error {
 			c.pendingPings = append(c.pendingPings, f.Data)
 			return nil
 		}
+		if err := c.pingPolicy(); err != nil {
+			return err
+		}
 		return c.write(frame(http2.FramePing, http2.FlagPingAck, 0, f.Data[:]))
 	case *http2.WindowUpdateFrame:
 		return c.windowUpdate(f.StreamID, f.Increment)
@@ -235,6 +243,24 @@ func (c *conn) stream(id uint32) *Stream {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.streams[id]
+}
+
+// pingPolicy refuses a client that pings more often than
+// MinPingInterval while no data flows, as grpc-go's server does: the third
+// strike ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+func (c *conn) pingPolicy() error {
+	now := time.Now()
+	if c.sentData.Swap(false) {
+		c.pingStrikes = 0
+	}
+	if !c.lastPing.IsZero() && now.Sub(c.lastPing) < c.srv.minPingInterval() {
+		c.pingStrikes++
+		if c.pingStrikes > 2 {
+			return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+		}
+	}
+	c.lastPing = now
+	return nil
 }
 
 func (c *conn) applySettings(f *http2.SettingsFrame) error {
@@ -502,6 +528,7 @@ func (c *conn) appendDataLocked(st *Stream, frames net.Buffers) net.Buffers {
 		st.sendWindow -= n
 		c.sendWindow -= n
 		st.progress = time.Now()
+		c.sentData.Store(true)
 	}
 	if st.pendingLen == 0 {
 		st.pending = nil

@@ -606,3 +606,34 @@ func TestBridge(t *testing.T) {
 		t.Fatalf("%q %v", b, err)
 	}
 }
+
+// TestPingFlood: a client that pings without pause is disconnected with
+// GOAWAY ENHANCE_YOUR_CALM; one ping per interval is fine.
+func TestPingFlood(t *testing.T) {
+	addr := start(t, echoServer())
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	openRaw(t, nc, chat)
+	fr := http2.NewFramer(nc, nc)
+	for i := range 10 {
+		if err := fr.WritePing(false, [8]byte{byte(i)}); err != nil {
+			break // already closed
+		}
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY before the connection ended: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+				t.Fatalf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
+			}
+			return
+		}
+	}
+}

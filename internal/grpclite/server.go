@@ -66,6 +66,10 @@ type Server struct {
 	// pinged; KeepaliveTimeout how long the ping may go unanswered.
 	// Defaults 30s and 10s.
 	KeepaliveTime, KeepaliveTimeout time.Duration
+	// MinPingInterval is the shortest interval between client pings
+	// tolerated while no data is sent (three strikes end the connection).
+	// Default 5s.
+	MinPingInterval time.Duration
 	// OnStuck is called when a stream is closed because the client did
 	// not read it.
 	OnStuck func(st *Stream)
@@ -125,6 +129,13 @@ func (s *Server) keepalive() (time.Duration, time.Duration) {
 		to = 10 * time.Second
 	}
 	return t, to
+}
+
+func (s *Server) minPingInterval() time.Duration {
+	if s.MinPingInterval > 0 {
+		return s.MinPingInterval
+	}
+	return 5 * time.Second
 }
 
 func (s *Server) logger() *slog.Logger {
