@@ -147,7 +147,8 @@ func (c *conn) serve() {
 	_ = c.nc.SetReadDeadline(time.Time{})
 	// The server preface. More (ACKs, the connection window) is written
 	// once the first stream shows the connection is served here.
-	if err := c.write(settingsFrame(http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.srv.window())})); err != nil {
+	if err := c.write(settingsFrame(http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.srv.window())},
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(c.srv.maxStreams())})); err != nil {
 		return
 	}
 	c.lastRead.Store(time.Now().UnixNano())
@@ -368,6 +369,12 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	if c.closed {
 		c.wmu.Unlock()
 		return net.ErrClosed
+	}
+	if len(c.streams) >= c.srv.maxStreams() {
+		c.wmu.Unlock()
+		st.cancel()
+		c.resetStream(id, http2.ErrCodeRefusedStream)
+		return nil
 	}
 	st.sendWindow = c.peerInitWindow
 	c.streams[id] = st

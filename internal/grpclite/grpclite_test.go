@@ -637,3 +637,52 @@ func TestPingFlood(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxConcurrentStreams: streams beyond the limit are refused, and
+// grpc-go's client, which honours the advertised limit, waits instead.
+func TestMaxConcurrentStreams(t *testing.T) {
+	s := echoServer()
+	s.MaxConcurrentStreams = 2
+	addr := start(t, s)
+	cc := dial(t, addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var streams []grpc.ClientStream
+	for range 2 {
+		cs := openStream(t, ctx, cc, chat)
+		msg := []byte("x")
+		if err := cs.SendMsg(&msg); err != nil {
+			t.Fatal(err)
+		}
+		var b []byte
+		if err := cs.RecvMsg(&b); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, cs)
+	}
+	third := make(chan error, 1)
+	go func() {
+		cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}, chat)
+		if err == nil {
+			msg := []byte("y")
+			if err = cs.SendMsg(&msg); err == nil {
+				var b []byte
+				err = cs.RecvMsg(&b)
+			}
+		}
+		third <- err
+	}()
+	select {
+	case err := <-third:
+		t.Fatalf("third stream served past the limit: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := streams[0].CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	var b []byte
+	_ = streams[0].RecvMsg(&b)
+	if err := <-third; err != nil {
+		t.Fatalf("third stream after one ended: %v", err)
+	}
+}

@@ -66,6 +66,9 @@ type Server struct {
 	// pinged; KeepaliveTimeout how long the ping may go unanswered.
 	// Defaults 30s and 10s.
 	KeepaliveTime, KeepaliveTimeout time.Duration
+	// MaxConcurrentStreams bounds the open streams of one connection
+	// (advertised in SETTINGS; more are refused). Default 1,000.
+	MaxConcurrentStreams int
 	// MinPingInterval is the shortest interval between client pings
 	// tolerated while no data is sent (three strikes end the connection).
 	// Default 5s.
@@ -129,6 +132,13 @@ func (s *Server) keepalive() (time.Duration, time.Duration) {
 		to = 10 * time.Second
 	}
 	return t, to
+}
+
+func (s *Server) maxStreams() int {
+	if s.MaxConcurrentStreams > 0 {
+		return s.MaxConcurrentStreams
+	}
+	return 1000
 }
 
 func (s *Server) minPingInterval() time.Duration {
