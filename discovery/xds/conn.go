@@ -100,7 +100,7 @@ type Connection struct {
 
 	pushMu  sync.Mutex
 	pending *PushRequest
-	reqs    [][]byte // posted requests, encoded; under pushMu
+	reqs    []posted // under pushMu
 	queued  bool     // on the server's push queue; under pushMu
 	done    bool     // finished: pushes are released at once; under pushMu
 
@@ -168,10 +168,17 @@ func (c *Connection) takePending() *PushRequest {
 // worker; a client that floods its stream is cut off.
 const maxQueuedRequests = 1024
 
-// post queues an encoded request (decoded by c.decode) for a push worker,
-// so the transport's goroutine goes back to reading at once and stays
-// shallow (the lean transport uses it).
-func (c *Connection) post(r []byte) error {
+// posted is a request waiting for a push worker: raw, decoded by c.decode
+// there, unless r is set already.
+type posted struct {
+	raw []byte
+	r   *request
+}
+
+// post queues a request for a push worker, so the transport's goroutine
+// goes back to reading at once and stays shallow (the lean transport uses
+// it). r may be nil: raw is decoded on the worker.
+func (c *Connection) post(raw []byte, r *request) error {
 	c.pushMu.Lock()
 	if c.done {
 		c.pushMu.Unlock()
@@ -181,7 +188,7 @@ func (c *Connection) post(r []byte) error {
 		c.pushMu.Unlock()
 		return status.Errorf(codes.ResourceExhausted, "more than %d requests waiting on one stream", maxQueuedRequests)
 	}
-	c.reqs = append(c.reqs, r)
+	c.reqs = append(c.reqs, posted{raw: raw, r: r})
 	schedule := !c.queued
 	c.queued = true
 	c.pushMu.Unlock()
@@ -201,13 +208,15 @@ func (c *Connection) runPush() {
 	c.pushMu.Unlock()
 	req := c.takePending()
 	var err error
-	for _, b := range reqs {
+	for _, p := range reqs {
 		if c.closed {
 			break
 		}
-		var r *request
-		if r, err = c.decode(b); err != nil {
-			break
+		r := p.r
+		if r == nil {
+			if r, err = c.decode(p.raw); err != nil {
+				break
+			}
 		}
 		if err = c.handle(r); err != nil {
 			break

@@ -104,7 +104,7 @@ func (l *leanADS) Message(b []byte) error {
 	defer l.mu.Unlock()
 	switch {
 	case l.c != nil:
-		return l.c.post(b)
+		return l.c.post(b, nil)
 	case l.opening:
 		if len(l.early) >= maxQueuedRequests {
 			return status.Errorf(codes.ResourceExhausted, "more than %d requests before the stream was admitted", maxQueuedRequests)
@@ -144,8 +144,12 @@ func (l *leanADS) open(b []byte, queued time.Time) {
 	l.c = c
 	c.decode = l.decode
 	// Posted under mu, so a request arriving now queues behind these.
-	for _, r := range append([][]byte{b}, l.early...) {
-		if err := c.post(r); err != nil {
+	if err := c.post(b, r); err != nil {
+		go l.st.Close(err)
+		return
+	}
+	for _, e := range l.early {
+		if err := c.post(e, nil); err != nil {
 			go l.st.Close(err)
 			return
 		}

@@ -95,7 +95,7 @@ func (g *grpcStream) endStatus(err error) error {
 // streams waiting to be opened.
 type queue[T any] struct {
 	mu    sync.Mutex
-	conns []T
+	items []T
 	wake  chan struct{}
 }
 
@@ -107,7 +107,7 @@ func newPushQueue() *pushQueue { return newQueue[*Connection]() }
 
 func (q *queue[T]) put(c T) {
 	q.mu.Lock()
-	q.conns = append(q.conns, c)
+	q.items = append(q.items, c)
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -121,14 +121,14 @@ func (q *queue[T]) take(ctx context.Context) (c T, ok bool) {
 	var zero T
 	for {
 		q.mu.Lock()
-		if len(q.conns) > 0 {
-			c := q.conns[0]
-			q.conns[0] = zero
-			q.conns = q.conns[1:]
-			if len(q.conns) == 0 {
-				q.conns = nil
+		if len(q.items) > 0 {
+			c := q.items[0]
+			q.items[0] = zero
+			q.items = q.items[1:]
+			if len(q.items) == 0 {
+				q.items = nil
 			}
-			more := len(q.conns) > 0
+			more := len(q.items) > 0
 			q.mu.Unlock()
 			if more {
 				// Pass the wake-up on so idle workers join in.

@@ -7,7 +7,9 @@ package adsclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"time"
@@ -126,6 +128,11 @@ func Start(ctx context.Context, conn grpc.ClientConnInterface, node *corev3.Node
 	}
 	for _, t := range o.Types {
 		if err := c.subscribe(t, nil, true); err != nil {
+			if errors.Is(err, io.EOF) {
+				// The server already ended the stream (refused it, say):
+				// gRPC reports why on Recv, which the loop does.
+				break
+			}
 			return nil, err
 		}
 	}
