@@ -198,15 +198,22 @@ func (c *Connection) post(raw []byte, r *request) error {
 	return nil
 }
 
+// takeWork returns the posted requests and the pending push and
+// unschedules c, in one step: whatever is posted or enqueued after it
+// schedules c again.
+func (c *Connection) takeWork() ([]posted, *PushRequest) {
+	c.pushMu.Lock()
+	defer c.pushMu.Unlock()
+	reqs, req := c.reqs, c.pending
+	c.reqs, c.pending, c.queued = nil, nil, false
+	return reqs, req
+}
+
 // runPush handles c's posted requests, then sends its pending push; it
 // runs on a push worker.
 func (c *Connection) runPush() {
 	c.serial.Lock()
-	c.pushMu.Lock()
-	reqs := c.reqs
-	c.reqs = nil
-	c.pushMu.Unlock()
-	req := c.takePending()
+	reqs, req := c.takeWork()
 	var err error
 	for _, p := range reqs {
 		if c.closed {
