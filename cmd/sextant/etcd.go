@@ -65,7 +65,7 @@ func (o *etcdOptions) registry(agg *model.Aggregator, log *slog.Logger) (run fun
 	if password == "" && o.username != "" {
 		password = os.Getenv(etcdPasswordEnv)
 	}
-	cfg := etcd.Config{
+	cfg := etcd.Config{Config: etcdclient.Config{
 		Endpoints: endpoints,
 		Prefix:    o.prefix,
 		CAFile:    o.caFile,
@@ -73,7 +73,7 @@ func (o *etcdOptions) registry(agg *model.Aggregator, log *slog.Logger) (run fun
 		KeyFile:   o.keyFile,
 		Username:  o.username,
 		Password:  password,
-	}
+	}}
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, false, fmt.Errorf("etcd registry (--etcd-*): %w", err)
 	}

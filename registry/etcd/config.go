@@ -11,22 +11,10 @@ import (
 // DefaultRequestTimeout bounds each request of a listing.
 const DefaultRequestTimeout = 10 * time.Second
 
-// Config configures the etcd registry.
+// Config configures the etcd registry: how to reach etcd (the same
+// settings as the etcdclient package) and how to list it.
 type Config struct {
-	// Endpoints are host:port (or http(s)://host:port) of etcd members.
-	Endpoints []string
-	// Prefix is the key prefix; empty means /sextant.
-	Prefix string
-	// CAFile verifies the servers' certificates; CertFile and KeyFile are
-	// the client certificate. Any of them turns TLS on.
-	CAFile   string
-	CertFile string
-	KeyFile  string
-	// Username and Password authenticate with etcd's auth, if enabled.
-	Username string
-	Password string
-	// DialTimeout bounds authentication at connect time; 0 means 5s.
-	DialTimeout time.Duration
+	etcdclient.Config
 	// RequestTimeout bounds each Get of a listing; 0 means
 	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
@@ -35,18 +23,7 @@ type Config struct {
 }
 
 // Client returns the connection part of the configuration.
-func (c Config) Client() etcdclient.Config {
-	return etcdclient.Config{
-		Endpoints:   c.Endpoints,
-		Prefix:      c.Prefix,
-		CAFile:      c.CAFile,
-		CertFile:    c.CertFile,
-		KeyFile:     c.KeyFile,
-		Username:    c.Username,
-		Password:    c.Password,
-		DialTimeout: c.DialTimeout,
-	}
-}
+func (c Config) Client() etcdclient.Config { return c.Config }
 
 // Validate checks the configuration: endpoints, prefix, credentials and
 // that the TLS files load.

@@ -16,6 +16,7 @@ import (
 
 	v1 "github.com/sextant-mesh/sextant/api/etcd/v1"
 	"github.com/sextant-mesh/sextant/model"
+	"github.com/sextant-mesh/sextant/registry/etcd/etcdclient"
 )
 
 const waitTimeout = 20 * time.Second
@@ -46,7 +47,7 @@ type running struct {
 func startRegistry(t testing.TB, endpoints []string, prefix string) *running {
 	t.Helper()
 	agg := model.NewAggregator()
-	reg := New(Config{Endpoints: endpoints, Prefix: prefix, RequestTimeout: 2 * time.Second}, agg.NewShard(RegistryName), testLogger(t))
+	reg := New(Config{Config: etcdclient.Config{Endpoints: endpoints, Prefix: prefix}, RequestTimeout: 2 * time.Second}, agg.NewShard(RegistryName), testLogger(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- reg.Run(ctx) }()

@@ -11,6 +11,7 @@ import (
 
 	v1 "github.com/sextant-mesh/sextant/api/etcd/v1"
 	"github.com/sextant-mesh/sextant/model"
+	"github.com/sextant-mesh/sextant/registry/etcd/etcdclient"
 	"github.com/sextant-mesh/sextant/registry/etcd/etcdtest"
 )
 
@@ -455,13 +456,13 @@ func TestRunErrors(t *testing.T) {
 	if err := reg.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "more than once") {
 		t.Errorf("second Run: %v", err)
 	}
-	for _, cfg := range []Config{
+	for _, cc := range []etcdclient.Config{
 		{Endpoints: []string{"x:1"}, Prefix: "relative"},
 		{Endpoints: []string{"x:1"}, CertFile: "c.pem"},
 		{Endpoints: []string{"x:1"}, CAFile: "/does/not/exist"},
 		{Endpoints: []string{"x:1"}, Username: "u"},
 	} {
-		if err := cfg.Validate(); err == nil {
+		if cfg := (Config{Config: cc}); cfg.Validate() == nil {
 			t.Errorf("Validate(%+v) = nil", cfg)
 		}
 	}

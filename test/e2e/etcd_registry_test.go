@@ -29,7 +29,7 @@ func startEtcdSextant(t *testing.T, endpoints []string) string {
 	t.Helper()
 	env := testenv.Start(t, "", testenv.Options{ReadyTimeout: 20 * time.Second,
 		Registry: func(agg *model.Aggregator, log *slog.Logger) (func(context.Context) error, testenv.Setter) {
-			reg := etcd.New(etcd.Config{Endpoints: endpoints}, agg.NewShard(etcd.RegistryName), log)
+			reg := etcd.New(etcd.Config{Config: etcdclient.Config{Endpoints: endpoints}}, agg.NewShard(etcd.RegistryName), log)
 			return reg.Run, nil
 		}})
 	return env.Addr
