@@ -66,13 +66,7 @@ func CertValidity(cert *x509.Certificate, now time.Time) float64 {
 // the workload had sent a CSR: the SDS "default" secret without a CSR round
 // trip. The TTL rules are Sign's.
 func (i *Issuer) Issue(ctx context.Context, id spiffe.ID, ttl time.Duration) (*Issued, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := i.checkID(id); err != nil {
-		return nil, err
-	}
-	ttl, err := i.TTL(ttl)
+	ttl, err := i.precheck(ctx, id, ttl)
 	if err != nil {
 		return nil, err
 	}

@@ -130,19 +130,26 @@ func (i *Issuer) TTL(requested time.Duration) (time.Duration, error) {
 	return requested, nil
 }
 
+// precheck is what Sign and Issue check first: the caller is still
+// waiting, the identity is in the trust domain, and the TTL is allowed
+// (returned with the default applied).
+func (i *Issuer) precheck(ctx context.Context, id spiffe.ID, ttl time.Duration) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := i.checkID(id); err != nil {
+		return 0, err
+	}
+	return i.TTL(ttl)
+}
+
 // Sign signs a CSR (PEM or DER) for id and returns the chain as Istio's CA
 // API does: the leaf first, then Sextant's intermediates (plugged-in CA),
 // one PEM certificate per element, and the root bundle last (one element,
 // current root first; several certificates while an old root overlaps).
 // Every element ends in "\n"; there are at least two.
 func (i *Issuer) Sign(ctx context.Context, csr []byte, id spiffe.ID, ttl time.Duration) ([]string, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	if err := i.checkID(id); err != nil {
-		return nil, err
-	}
-	ttl, err := i.TTL(ttl)
+	ttl, err := i.precheck(ctx, id, ttl)
 	if err != nil {
 		return nil, err
 	}
