@@ -58,30 +58,22 @@ func (c *Context) clusters(p *proxy.Proxy, services []*model.Service) []*Resourc
 			for _, subset := range subsets {
 				name := ClusterName(port.Number, subset, svc.Hostname)
 				port, subset := port, subset
-				res, err := c.cache.get(c.gen, ClusterType, name, base, func() proto.Message {
+				c.add(&out, ClusterType, name, base, func() proto.Message {
 					cl := buildCluster(p.Generator, name, svc, port, subset, dr, c.Mesh, c.Snap.Endpoints(svc.Hostname), sans)
 					if drc != nil {
 						cl.Metadata = istioConfigMetadata("destination-rule", drc.Key)
 					}
 					return cl
 				})
-				c.addErr(err)
-				if res != nil {
-					out = append(out, res)
-				}
 			}
 		}
 	}
 	if p.Generator == proxy.GenEnvoy {
 		for _, name := range []string{PassthroughCluster, BlackHoleCluster} {
 			name := name
-			res, err := c.cache.get(c.gen, ClusterType, name, c.meshHash, func() proto.Message {
+			c.add(&out, ClusterType, name, c.meshHash, func() proto.Message {
 				return specialCluster(name, c.Mesh)
 			})
-			c.addErr(err)
-			if res != nil {
-				out = append(out, res)
-			}
 		}
 	}
 	return out

@@ -105,6 +105,17 @@ func (c *Context) warnOnce(key string, err error) {
 	}
 }
 
+// add appends to list the cached resource for (typeURL, name) with these
+// inputs, building it with build on a miss; a build error is recorded for
+// debug output and the resource left out.
+func (c *Context) add(list *[]*Resource, typeURL, name string, inputs uint64, build func() protoMessage) {
+	res, err := c.cache.get(c.gen, typeURL, name, inputs, build)
+	c.addErr(err)
+	if res != nil {
+		*list = append(*list, res)
+	}
+}
+
 func (c *Context) addErr(err error) {
 	if err == nil {
 		return

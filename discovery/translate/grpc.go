@@ -39,15 +39,11 @@ func (c *Context) grpcListenersAndRoutes(p *proxy.Proxy, services []*model.Servi
 		rin := c.routeInputs(p, svc, vs)
 		for _, port := range svc.Ports {
 			name := GRPCListenerName(svc.Hostname, port.Number)
-			res, err := c.cache.get(c.gen, ListenerType, name, 0, func() proto.Message {
+			c.add(&ls, ListenerType, name, 0, func() proto.Message {
 				return grpcListener(name)
 			})
-			c.addErr(err)
-			if res != nil {
-				ls = append(ls, res)
-			}
 			port := port
-			res, err = c.cache.get(c.gen, RouteType, name, rin, func() proto.Message {
+			c.add(&rs, RouteType, name, rin, func() proto.Message {
 				return &routev3.RouteConfiguration{
 					Name: name,
 					VirtualHosts: []*routev3.VirtualHost{{
@@ -57,10 +53,6 @@ func (c *Context) grpcListenersAndRoutes(p *proxy.Proxy, services []*model.Servi
 					}},
 				}
 			})
-			c.addErr(err)
-			if res != nil {
-				rs = append(rs, res)
-			}
 		}
 	}
 	return ls, rs

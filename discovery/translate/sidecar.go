@@ -110,25 +110,17 @@ func (c *Context) inboundClusters(ports []inboundPortInfo) []*Resource {
 	for _, ip := range ports {
 		name := InboundClusterName(ip.port)
 		ep := ip.defaultEndpoint
-		res, err := c.cache.get(c.gen, ClusterType, name, (&model.Hasher{}).U64(c.meshHash).Str(ep).Sum(), func() proto.Message {
+		c.add(&out, ClusterType, name, (&model.Hasher{}).U64(c.meshHash).Str(ep).Sum(), func() proto.Message {
 			cl := inboundCluster(name, c.Mesh)
 			if ep != "" {
 				toDefaultEndpoint(cl, ep)
 			}
 			return cl
 		})
-		c.addErr(err)
-		if res != nil {
-			out = append(out, res)
-		}
 	}
-	res, err := c.cache.get(c.gen, ClusterType, InboundPassthroughCluster, c.meshHash, func() proto.Message {
+	c.add(&out, ClusterType, InboundPassthroughCluster, c.meshHash, func() proto.Message {
 		return inboundCluster(InboundPassthroughCluster, c.Mesh)
 	})
-	c.addErr(err)
-	if res != nil {
-		out = append(out, res)
-	}
 	return out
 }
 
@@ -206,13 +198,6 @@ func listenerFilter(name string, m proto.Message) *listenerv3.ListenerFilter {
 // 0.0.0.0_<port> listener per HTTP port (RDS "<port>"), and <vip>_<port>
 // listeners for TCP services.
 func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Service) (ls, rs []*Resource) {
-	add := func(list *[]*Resource, typeURL, name string, inputs uint64, build func() proto.Message) {
-		res, err := c.cache.get(c.gen, typeURL, name, inputs, build)
-		c.addErr(err)
-		if res != nil {
-			*list = append(*list, res)
-		}
-	}
 	// Group visible service ports: HTTP ports share a listener and a route
 	// config per port number; TCP ports get a listener per VIP.
 	httpPorts := map[uint32][]*model.Service{}
@@ -248,14 +233,14 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 		name := "0.0.0.0_" + strconv.Itoa(int(port))
 		rname := strconv.Itoa(int(port))
 		port := port
-		add(&ls, ListenerType, name, c.meshHash, func() proto.Message { return httpOutboundListener(name, rname, port) })
+		c.add(&ls, ListenerType, name, c.meshHash, func() proto.Message { return httpOutboundListener(name, rname, port) })
 		h := &model.Hasher{}
 		h.Str(ph).U64(c.meshHash)
 		for _, svc := range svcs {
 			h.U64(c.routeInputs(p, svc, c.virtualService(p, svc.Hostname)))
 		}
 		svcs := svcs
-		add(&rs, RouteType, rname, h.Sum(), func() proto.Message { return c.outboundRouteConfig(p, rname, port, svcs) })
+		c.add(&rs, RouteType, rname, h.Sum(), func() proto.Message { return c.outboundRouteConfig(p, rname, port, svcs) })
 	}
 	for k, svcs := range tcpListeners {
 		name := k.bind + "_" + strconv.Itoa(int(k.port))
@@ -265,12 +250,12 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 			h.U64(c.routeInputs(p, svc, c.virtualService(p, svc.Hostname)))
 		}
 		k, svcs := k, svcs
-		add(&ls, ListenerType, name, h.Sum(), func() proto.Message { return c.tcpOutboundListener(p, name, k.bind, k.port, svcs) })
+		c.add(&ls, ListenerType, name, h.Sum(), func() proto.Message { return c.tcpOutboundListener(p, name, k.bind, k.port, svcs) })
 	}
 	if p.InterceptionNone {
 		return ls, rs
 	}
-	add(&ls, ListenerType, VirtualOutbound, c.meshHash, func() proto.Message { return virtualOutboundListener(c.Mesh) })
+	c.add(&ls, ListenerType, VirtualOutbound, c.meshHash, func() proto.Message { return virtualOutboundListener(c.Mesh) })
 	ports := c.workloadPorts(p)
 	modes, modesHash := c.inboundModes(p, ports)
 	ih := &model.Hasher{}
@@ -278,7 +263,7 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 	for _, ip := range ports {
 		ih.U64(uint64(ip.port)).Str(string(ip.protocol))
 	}
-	add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message { return virtualInboundListener(c.Mesh, ports, modes) })
+	c.add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message { return virtualInboundListener(c.Mesh, ports, modes) })
 	return ls, rs
 }
 
