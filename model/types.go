@@ -1,6 +1,7 @@
 package model
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -331,6 +332,18 @@ type ConfigError struct {
 	Message string `json:"message"`
 	// Warning marks problems that did not reject the object.
 	Warning bool `json:"warning,omitempty"`
+}
+
+// NewErrors returns the errors of errs that are not in old: what a
+// registry has not logged yet.
+func NewErrors(errs, old []ConfigError) []ConfigError {
+	var out []ConfigError
+	for _, e := range errs {
+		if !slices.Contains(old, e) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (e ConfigError) Error() string {

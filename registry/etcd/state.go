@@ -493,7 +493,7 @@ func (s *state) prepare(b *batch) *changes {
 		if slices.Equal(old, errs) {
 			continue
 		}
-		s.logErrors(newErrors(errs, old))
+		s.logErrors(model.NewErrors(errs, old))
 		if len(errs) == 0 {
 			delete(s.reported, key)
 			s.log.Info("etcd key no longer has errors", "key", key)
@@ -641,17 +641,6 @@ func (s *state) logErrors(errs []model.ConfigError) {
 		}
 		s.log.Log(context.Background(), level, msg, "key", e.Location, "object", e.Object, "field", e.Field, "error", e.Message)
 	}
-}
-
-// newErrors returns the errors of errs that are not in old.
-func newErrors(errs, old []model.ConfigError) []model.ConfigError {
-	var out []model.ConfigError
-	for _, e := range errs {
-		if !slices.Contains(old, e) {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // apply writes prepared changes in the transaction.

@@ -465,7 +465,7 @@ func (r *Registry) apply() {
 		if old := r.reported[p]; !slices.Equal(old, e) {
 			// Parse errors were logged when the file was read; log the
 			// set-level ones, which can change without the file changing.
-			r.logErrors(p, newErrors(out.ErrorsFor(p), old))
+			r.logErrors(p, model.NewErrors(out.ErrorsFor(p), old))
 		}
 	}
 
@@ -511,15 +511,4 @@ func (r *Registry) apply() {
 		}
 	})
 	r.reported = errs
-}
-
-// newErrors returns the errors of errs that are not in old.
-func newErrors(errs, old []model.ConfigError) []model.ConfigError {
-	var out []model.ConfigError
-	for _, e := range errs {
-		if !slices.Contains(old, e) {
-			out = append(out, e)
-		}
-	}
-	return out
 }
