@@ -185,6 +185,9 @@ func (w *bridgeWriter) Flush() {
 // (http.TrailerPrefix), after any data still queued, and ends the stream.
 func (w *bridgeWriter) finish() {
 	st, c := w.st, w.st.c
+	// The server closes a request body when the handler returns, as
+	// net/http does.
+	st.bridge.body.fail(errBodyClosed)
 	c.wmu.Lock()
 	if st.done {
 		c.wmu.Unlock()

@@ -28,6 +28,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/reflection"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -560,6 +562,7 @@ func TestBridge(t *testing.T) {
 	gs := grpc.NewServer()
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
 	s := echoServer()
 	s.Handler = gs
 	addr := start(t, s)
@@ -604,6 +607,17 @@ func TestBridge(t *testing.T) {
 	}
 	if err := cs.RecvMsg(&b); err != nil || string(b) != "echo:again" {
 		t.Fatalf("%q %v", b, err)
+	}
+	// A bidirectional call the client abandons without half-closing.
+	refl, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(ctx, grpc.ForceCodec(protoCodec{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refl.Recv(); err != nil {
+		t.Fatalf("bridged bidirectional call: %v", err)
 	}
 }
 

@@ -138,33 +138,16 @@ func (st *Stream) checkStall() {
 // Close ends the stream with err's status (nil: OK) and discards what is
 // still queued. Receiver.Closed is called on the calling goroutine, so do
 // not call Close holding a lock Closed takes.
-func (st *Stream) Close(err error) {
-	c := st.c
-	c.wmu.Lock()
-	if st.done {
-		c.wmu.Unlock()
-		return
-	}
-	st.finishLocked()
-	var b []byte
-	flags := http2.FlagHeadersEndHeaders | http2.FlagHeadersEndStream
-	if !st.headersSent {
-		b = responseHeaders() // trailers-only response
-	}
-	b = statusFields(b, err)
-	werr := c.writeLocked(net.Buffers{frame(http2.FrameHeaders, flags, st.id, b)})
-	recv := st.takeReceiverLocked()
-	c.wmu.Unlock()
-	st.cancel()
-	_ = werr // a broken connection is noticed by its reader
-	if recv != nil {
-		recv.Closed()
-	}
-}
+func (st *Stream) Close(err error) { st.end(true, err) }
 
 // abort ends the stream without writing anything (the client reset it or
 // the connection is gone).
-func (st *Stream) abort() {
+func (st *Stream) abort() { st.end(false, nil) }
+
+// end finishes the stream once: trailers with err's status when send is
+// set, then the stream's context, a bridged call's request body and the
+// receiver learn that it ended.
+func (st *Stream) end(send bool, err error) {
 	c := st.c
 	c.wmu.Lock()
 	if st.done {
@@ -172,6 +155,15 @@ func (st *Stream) abort() {
 		return
 	}
 	st.finishLocked()
+	if send {
+		var b []byte
+		if !st.headersSent {
+			b = responseHeaders() // trailers-only response
+		}
+		b = statusFields(b, err)
+		// A broken connection is noticed by its reader.
+		_ = c.writeLocked(net.Buffers{frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, st.id, b)})
+	}
 	recv := st.takeReceiverLocked()
 	c.wmu.Unlock()
 	st.cancel()
