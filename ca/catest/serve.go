@@ -17,29 +17,15 @@ import (
 // the services with register, and stops it when the test ends. It returns
 // the listening address on 127.0.0.1.
 func ServeTLS(t testing.TB, iss *issuer.Issuer, sans []string, opts []grpc.ServerOption, register func(*grpc.Server)) string {
-	t.Helper()
-	sc, err := iss.NewServingCert(sans, 0, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(append(opts, grpc.Creds(credentials.NewTLS(sc.TLSConfig())))...)
-	register(gs)
-	done := make(chan struct{})
-	go func() { _ = gs.Serve(lis); close(done) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	return lis.Addr().String()
+	return ServeLeanTLS(t, iss, sans, opts, register, nil)
 }
 
-// ServeLeanTLS is ServeTLS with a grpclite server in front, as sextant
-// serve runs the secure port: newLean builds it with a fallback (streams it
-// does not serve go to the gRPC server, which uses
-// grpclite.HandoffCredentials) and the serving certificate's TLS config.
+// ServeLeanTLS is ServeTLS with, when newLean is set, a grpclite server in
+// front, as sextant serve runs the secure port: newLean builds it with the
+// serving certificate's TLS config, and the gRPC server behind it serves
+// every other call.
 func ServeLeanTLS(t testing.TB, iss *issuer.Issuer, sans []string, opts []grpc.ServerOption, register func(*grpc.Server),
-	newLean func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server) string {
+	newLean func(cfg *tls.Config) *grpclite.Server) string {
 	t.Helper()
 	sc, err := iss.NewServingCert(sans, 0, nil)
 	if err != nil {
@@ -49,13 +35,20 @@ func ServeLeanTLS(t testing.TB, iss *issuer.Issuer, sans []string, opts []grpc.S
 	if err != nil {
 		t.Fatal(err)
 	}
-	hl := grpclite.NewHandoffListener(lis.Addr())
+	if newLean == nil {
+		gs := grpc.NewServer(append(opts, grpc.Creds(credentials.NewTLS(sc.TLSConfig())))...)
+		register(gs)
+		done := make(chan struct{})
+		go func() { _ = gs.Serve(lis); close(done) }()
+		t.Cleanup(func() { gs.Stop(); <-done })
+		return lis.Addr().String()
+	}
 	gs := grpc.NewServer(append(opts, grpc.Creds(grpclite.HandoffCredentials()))...)
 	register(gs)
-	lean := newLean(hl.Push, sc.TLSConfig())
-	lean.Handler = gs
+	lean := newLean(sc.TLSConfig())
+	gsLis := lean.Front(gs, lis.Addr())
 	done := make(chan struct{}, 2)
-	go func() { _ = gs.Serve(hl); done <- struct{}{} }()
+	go func() { _ = gs.Serve(gsLis); done <- struct{}{} }()
 	go func() { _ = lean.Serve(lis); done <- struct{}{} }()
 	t.Cleanup(func() {
 		lean.Stop()

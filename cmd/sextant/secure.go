@@ -47,7 +47,7 @@ type secureOptions struct {
 	stopGrace time.Duration
 	// leanXDS, if set, serves ADS with grpclite over TLS; other calls (the
 	// CA) are handed to the gRPC server.
-	leanXDS func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server
+	leanXDS func(cfg *tls.Config) *grpclite.Server
 }
 
 // addSecureFlags registers the CA flags on f.
@@ -179,8 +179,7 @@ func startSecure(ctx context.Context, o secureOptions, reg *prometheus.Registry,
 	var lean *grpclite.Server
 	var gsLis net.Listener = lis
 	if o.leanXDS != nil {
-		hl := grpclite.NewHandoffListener(lis.Addr())
-		lean, gsLis, creds = o.leanXDS(hl.Push, serving.TLSConfig()), hl, grpclite.HandoffCredentials()
+		lean, creds = o.leanXDS(serving.TLSConfig()), grpclite.HandoffCredentials()
 	}
 	gs := grpc.NewServer(append(xds.GRPCServerOptions(), grpc.Creds(creds))...)
 	svc.Register(gs)
@@ -188,7 +187,7 @@ func startSecure(ctx context.Context, o secureOptions, reg *prometheus.Registry,
 		registerXDS(gs)
 	}
 	if lean != nil {
-		lean.Handler = gs // CA calls on a connection that started with ADS
+		gsLis = lean.Front(gs, lis.Addr())
 	}
 	if o.stopGrace <= 0 {
 		o.stopGrace = 5 * time.Second

@@ -78,8 +78,8 @@ func testStartSecure(t *testing.T, lean bool) {
 	os.WriteFile(tokens, []byte("dev default dev\n"), 0o600)
 	o := testOptions(t, "--jwt-issuer="+kube.Flag(), "--ca-token-file="+tokens, "--secure-san=sextant.example.com")
 	if lean {
-		o.leanXDS = func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server {
-			return &grpclite.Server{Fallback: fallback, TLSConfig: cfg, Metadata: true}
+		o.leanXDS = func(cfg *tls.Config) *grpclite.Server {
+			return &grpclite.Server{TLSConfig: cfg, Metadata: true}
 		}
 	}
 	reg := prometheus.NewRegistry()

@@ -210,10 +210,8 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	var lean *grpclite.Server
 	gsLis := xdsLis
 	if o.xdsTransport == "lean" {
-		hl := grpclite.NewHandoffListener(xdsLis.Addr())
-		gsLis = hl
-		lean = srv.NewLeanServer(hl.Push, log)
-		lean.Handler = gs // other calls on a connection that started with ADS
+		lean = srv.NewLeanServer(log)
+		gsLis = lean.Front(gs, xdsLis.Addr())
 	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	var sec *secureServer
@@ -226,8 +224,8 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		so := *o.secure
 		so.dir, so.addr, so.trustDomain, so.kube = o.caDir, o.secureAddr, o.trustDomain, o.kube
 		if o.xdsTransport == "lean" {
-			so.leanXDS = func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server {
-				return srv.NewSecureLeanServer(fallback, cfg, log)
+			so.leanXDS = func(cfg *tls.Config) *grpclite.Server {
+				return srv.NewSecureLeanServer(cfg, log)
 			}
 		}
 		if sec, err = startSecure(ctx, so, srv.Metrics().Registry, log, srv.RegisterSecure); err != nil {

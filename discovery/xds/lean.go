@@ -3,7 +3,6 @@ package xds
 import (
 	"crypto/tls"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -24,19 +23,19 @@ const (
 
 // NewLeanServer serves plaintext ADS with grpclite: one goroutine per
 // connection instead of grpc-go's four, and no per-connection buffers (see
-// docs/performance.md). Connections that start with any other method go to
-// fallback (a grpc-go server with reflection and the rest), nil for none.
-func (s *Server) NewLeanServer(fallback func(net.Conn), log *slog.Logger) *grpclite.Server {
-	return s.newLean(fallback, log, false)
+// docs/performance.md). Put it in front of the grpc-go server that serves
+// everything else with Front.
+func (s *Server) NewLeanServer(log *slog.Logger) *grpclite.Server {
+	return s.newLean(log, false)
 }
 
 // NewSecureLeanServer serves ADS on the secure port with grpclite over TLS
 // (cfg): streams are authenticated as on grpc-go (peer certificate, or a
-// token in the request headers), and connections that start with another
-// method (the CA's CreateCertificate) go to fallback, a grpc-go server
-// using grpclite.HandoffCredentials.
-func (s *Server) NewSecureLeanServer(fallback func(net.Conn), cfg *tls.Config, log *slog.Logger) *grpclite.Server {
-	ls := s.newLean(fallback, log, true)
+// token in the request headers). Other calls (the CA's CreateCertificate)
+// go to the grpc-go server it is put in front of (Front), which uses
+// grpclite.HandoffCredentials.
+func (s *Server) NewSecureLeanServer(cfg *tls.Config, log *slog.Logger) *grpclite.Server {
+	ls := s.newLean(log, true)
 	cfg = cfg.Clone()
 	if !slices.Contains(cfg.NextProtos, "h2") {
 		cfg.NextProtos = append(cfg.NextProtos, "h2")
@@ -45,7 +44,7 @@ func (s *Server) NewSecureLeanServer(fallback func(net.Conn), cfg *tls.Config, l
 	return ls
 }
 
-func (s *Server) newLean(fallback func(net.Conn), log *slog.Logger, secure bool) *grpclite.Server {
+func (s *Server) newLean(log *slog.Logger, secure bool) *grpclite.Server {
 	open := func(delta bool) grpclite.StreamHandler {
 		return func(st *grpclite.Stream) (grpclite.Receiver, error) {
 			return &leanADS{s: s, st: st, delta: delta, secure: secure}, nil
@@ -53,7 +52,6 @@ func (s *Server) newLean(fallback func(net.Conn), log *slog.Logger, secure bool)
 	}
 	return &grpclite.Server{
 		Methods:          map[string]grpclite.StreamHandler{methodSotw: open(false), methodDelta: open(true)},
-		Fallback:         fallback,
 		MaxRecvMsgSize:   4 << 20,
 		WriteTimeout:     s.opts.SendTimeout,
 		KeepaliveTime:    keepaliveTime,

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -219,6 +220,17 @@ func (s *Server) Stop() {
 	for c := range conns {
 		c.raw.Close()
 	}
+}
+
+// Front puts s in front of gs on the address s will serve (addr): every
+// call s has no method for is served by gs, through a handover of the
+// whole connection (Fallback) or the ServeHTTP bridge (Handler). gs must
+// serve the returned listener, and use HandoffCredentials when s serves
+// TLS.
+func (s *Server) Front(gs *grpc.Server, addr net.Addr) net.Listener {
+	hl := NewHandoffListener(addr)
+	s.Fallback, s.Handler = hl.Push, gs
+	return hl
 }
 
 // HandoffListener is a net.Listener fed by Push, for a gRPC server serving

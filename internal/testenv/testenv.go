@@ -103,10 +103,8 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	var lean *grpclite.Server
 	gsLis := lis
 	if !o.GRPCTransport && os.Getenv("SEXTANT_XDS_TRANSPORT") != "grpc" {
-		hl := grpclite.NewHandoffListener(lis.Addr())
-		gsLis = hl
-		lean = srv.NewLeanServer(hl.Push, log)
-		lean.Handler = gs
+		lean = srv.NewLeanServer(log)
+		gsLis = lean.Front(gs, lis.Addr())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{}, 4)

@@ -86,8 +86,8 @@ func startSecureCAWith(t *testing.T, xdsSrv *xds.Server, topts trust.Options, io
 		// As sextant serve: ADS on grpclite over TLS, the CA on grpc-go
 		// behind it.
 		addr = catest.ServeLeanTLS(t, iss, []string{"127.0.0.1"}, xds.GRPCServerOptions(), register,
-			func(fallback func(net.Conn), cfg *tls.Config) *grpclite.Server {
-				return xdsSrv.NewSecureLeanServer(fallback, cfg, nil)
+			func(cfg *tls.Config) *grpclite.Server {
+				return xdsSrv.NewSecureLeanServer(cfg, nil)
 			})
 	} else {
 		addr = catest.ServeTLS(t, iss, []string{"127.0.0.1"}, xds.GRPCServerOptions(), register)
