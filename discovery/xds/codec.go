@@ -17,7 +17,8 @@ import (
 // nonce) are encoded per response.
 
 // encoded is a DiscoveryResponse or DeltaDiscoveryResponse in wire form.
-type encoded struct{ bufs mem.BufferSlice }
+// parts are the header and the shared resource entries, in order.
+type encoded struct{ parts [][]byte }
 
 // codec passes encoded messages through and marshals everything else with
 // gRPC's proto codec.
@@ -25,7 +26,11 @@ type codec struct{ base encoding.CodecV2 }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if e, ok := v.(*encoded); ok {
-		return e.bufs, nil
+		bufs := make(mem.BufferSlice, len(e.parts))
+		for i, p := range e.parts {
+			bufs[i] = mem.SliceBuffer(p)
+		}
+		return bufs, nil
 	}
 	return c.base.Marshal(v)
 }
@@ -65,12 +70,12 @@ func encodeSotw(version, typeURL, nonce string, rs []*translate.Resource) *encod
 	h = appendStringField(h, sotwVersionInfo, version)
 	h = appendStringField(h, sotwTypeURL, typeURL)
 	h = appendStringField(h, sotwNonce, nonce)
-	bufs := make(mem.BufferSlice, 0, len(rs)+1)
-	bufs = append(bufs, mem.SliceBuffer(h))
+	parts := make([][]byte, 0, len(rs)+1)
+	parts = append(parts, h)
 	for _, r := range rs {
-		bufs = append(bufs, mem.SliceBuffer(r.SotWEntry()))
+		parts = append(parts, r.SotWEntry())
 	}
-	return &encoded{bufs: bufs}
+	return &encoded{parts: parts}
 }
 
 // encodeDelta assembles a DeltaDiscoveryResponse.
@@ -83,10 +88,10 @@ func encodeDelta(version, typeURL, nonce string, rs []*translate.Resource, remov
 		h = protowire.AppendTag(h, deltaRemoved, protowire.BytesType)
 		h = protowire.AppendString(h, n)
 	}
-	bufs := make(mem.BufferSlice, 0, len(rs)+1)
-	bufs = append(bufs, mem.SliceBuffer(h))
+	parts := make([][]byte, 0, len(rs)+1)
+	parts = append(parts, h)
 	for _, r := range rs {
-		bufs = append(bufs, mem.SliceBuffer(r.DeltaEntry()))
+		parts = append(parts, r.DeltaEntry())
 	}
-	return &encoded{bufs: bufs}
+	return &encoded{parts: parts}
 }

@@ -5,6 +5,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/encoding"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -31,12 +32,14 @@ spec:
 	if len(rs) < 2 {
 		t.Fatalf("want clusters, got %d", len(rs))
 	}
+	// Through the gRPC codec, as grpc-go sends it (grpclite sends the
+	// parts as they are).
 	flat := func(e *encoded) []byte {
-		var b []byte
-		for _, buf := range e.bufs {
-			b = append(b, buf.ReadOnlyData()...)
+		bufs, err := codec{base: encoding.GetCodecV2("proto")}.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
 		}
-		return b
+		return bufs.Materialize()
 	}
 	var sotw discoverygrpc.DiscoveryResponse
 	if err := proto.Unmarshal(flat(encodeSotw("v1", translate.ClusterType, "n1", rs)), &sotw); err != nil {

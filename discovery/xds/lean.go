@@ -171,11 +171,7 @@ type leanStream struct{ st *grpclite.Stream }
 func (l leanStream) send(m any) error {
 	switch v := m.(type) {
 	case *encoded:
-		parts := make([][]byte, len(v.bufs))
-		for i, b := range v.bufs {
-			parts[i] = b.ReadOnlyData()
-		}
-		return l.st.Send(parts...)
+		return l.st.Send(v.parts...)
 	case proto.Message:
 		b, err := proto.Marshal(v)
 		if err != nil {

@@ -169,7 +169,7 @@ func (w *bridgeWriter) Write(p []byte) (int, error) {
 		return 0, errStreamDone
 	}
 	w.writeHeaderLocked(http.StatusOK)
-	if err := w.st.queueLocked(nil, [][]byte{append([]byte(nil), p...)}); err != nil {
+	if err := w.st.queueLocked(nil, append([]byte(nil), p...), nil); err != nil {
 		return 0, err
 	}
 	return len(p), nil

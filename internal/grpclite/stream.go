@@ -80,15 +80,19 @@ func (st *Stream) Send(parts ...[]byte) error {
 	}
 	prefix := make([]byte, 5)
 	binary.BigEndian.PutUint32(prefix[1:], uint32(size))
-	return st.queueLocked(frames, append([][]byte{prefix}, parts...))
+	return st.queueLocked(frames, prefix, parts)
 }
 
-// queueLocked queues data and writes what the windows admit, after
-// frames.
-func (st *Stream) queueLocked(frames net.Buffers, parts [][]byte) error {
+// queueLocked queues data (first, then parts) and writes what the windows
+// admit, after frames.
+func (st *Stream) queueLocked(frames net.Buffers, first []byte, parts [][]byte) error {
 	c := st.c
 	if st.pendingLen == 0 {
 		st.progress = time.Now() // the wait for the window starts now
+	}
+	if len(first) > 0 {
+		st.pending = append(st.pending, first)
+		st.pendingLen += len(first)
 	}
 	for _, p := range parts {
 		if len(p) > 0 {
