@@ -38,3 +38,18 @@ spec:
   endpoints:
   - {address: 10.2.0.1}
 `
+
+// StaticServiceEntry is a ServiceEntry for <name>.default.svc.cluster.local
+// with one HTTP port (80) and one endpoint at ip: the usual "add a
+// service" change in tests.
+func StaticServiceEntry(name, ip string) string {
+	return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ` + name + `, namespace: default}
+spec:
+  hosts: [` + name + `.default.svc.cluster.local]
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: ` + ip + `}]
+`
+}

@@ -264,15 +264,7 @@ func TestConfigChangeReusesUnchangedResources(t *testing.T) {
 	waitResources(t, c, translate.EndpointType, 5)
 	waitSynced(t, env, 1)
 	before := env.Server.CacheStats()
-	env.WriteFile(t, "more.yaml", `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: more, namespace: default}
-spec:
-  hosts: [more.default.svc.cluster.local]
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: 10.3.0.9}]
-`)
+	env.WriteFile(t, "more.yaml", testenv.StaticServiceEntry("more", "10.3.0.9"))
 	waitResources(t, c, translate.EndpointType, 6)
 	waitSynced(t, env, 1)
 	after := env.Server.CacheStats()
@@ -390,15 +382,7 @@ func TestAdmissionSheds(t *testing.T) {
 		t.Error("refusals not counted")
 	}
 	// The admitted proxy still gets pushes.
-	env.WriteFile(t, "more.yaml", `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: more, namespace: default}
-spec:
-  hosts: [more.default.svc.cluster.local]
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: 10.3.0.9}]
-`)
+	env.WriteFile(t, "more.yaml", testenv.StaticServiceEntry("more", "10.3.0.9"))
 	waitResources(t, first, translate.ClusterType, 6)
 }
 

@@ -48,15 +48,7 @@ func TestSlowProxyNeverBlocksOthers(t *testing.T) {
 
 	// Changes keep flowing to the healthy proxy.
 	start := time.Now()
-	env.WriteFile(t, "extra.yaml", `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: extra, namespace: default}
-spec:
-  hosts: [extra.default.svc.cluster.local]
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: 10.41.0.1}]
-`)
+	env.WriteFile(t, "extra.yaml", testenv.StaticServiceEntry("extra", "10.41.0.1"))
 	waitResources(t, healthy, translate.ClusterType, 401)
 	t.Logf("healthy proxy got the change %v after it was written, with a stuck proxy connected", time.Since(start).Round(time.Millisecond))
 	testenv.Eventually(t, 10*time.Second, func() string {
