@@ -177,7 +177,7 @@ Filters: --fqdn matches a virtual host's domains; --port the route
 configuration's port; --name its name.`,
 			example: `  sextantctl proxy-config route demo-client.default
   sextantctl proxy-config route demo-client.default -o wide --fqdn echo
-  sextantctl proxy-config route demo-client.default --name echo.default.svc.cluster.local:7070 -o json`,
+  sextantctl proxy-config route demo-client.default --name 'outbound|7070||echo.default.svc.cluster.local' -o json`,
 			filters: []string{"fqdn", "port", "name"},
 			formats: []string{outJSON, outYAML, outWide},
 			keys:    []string{keyRDS},

@@ -87,6 +87,7 @@ func specialCluster(name string, mesh model.MeshConfig) *clusterv3.Cluster {
 	if name == PassthroughCluster {
 		cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
 		cl.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+		cl.TypedExtensionProtocolOptions = passthroughProtocolOptions()
 	} else {
 		cl.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
 	}

@@ -4,11 +4,13 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sextant-mesh/sextant/model"
@@ -26,6 +28,24 @@ func http2Options() map[string]*anypb.Any {
 	}
 	a, _ := anypb.New(opts)
 	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": a}
+}
+
+// passthroughProtocolOptions are istiod's options for PassthroughCluster
+// and InboundPassthroughCluster (passthroughHttpProtocolOptions): HTTP
+// requests routed there go upstream in the protocol they came in, so
+// HTTP/2 and gRPC to destinations outside the mesh keep working; idle
+// upstream connections close after five minutes.
+func passthroughProtocolOptions() map[string]*anypb.Any {
+	opts := &upstreamhttp.HttpProtocolOptions{
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(5 * time.Minute)},
+		UpstreamProtocolOptions: &upstreamhttp.HttpProtocolOptions_UseDownstreamProtocolConfig{
+			UseDownstreamProtocolConfig: &upstreamhttp.HttpProtocolOptions_UseDownstreamHttpConfig{
+				HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+			},
+		},
+	}
+	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAnyOf(opts)}
 }
 
 func lbEndpoint(addr string, port uint32, ep *model.Endpoint) *endpointv3.LbEndpoint {

@@ -28,8 +28,11 @@ func GRPCListenerName(host string, port uint32) string {
 }
 
 // grpcListenersAndRoutes builds, per service port, an api_listener named
-// host:port whose HttpConnectionManager fetches the route of the same name,
-// as Istio's grpc generator does.
+// host:port whose HttpConnectionManager fetches RDS named like the port's
+// cluster, outbound|<port>||<host>, as istiod's grpc generator does
+// (grpcgen/lds.go clusterKey). The route config has one virtual host
+// host:port with istiod's domain set, ports included: gRPC matches the
+// authority with its port.
 func (c *Context) grpcListenersAndRoutes(p *proxy.Proxy, services []*model.Service) (ls, rs []*Resource) {
 	for _, svc := range services {
 		if svc.Resolution == model.Passthrough {
@@ -37,18 +40,24 @@ func (c *Context) grpcListenersAndRoutes(p *proxy.Proxy, services []*model.Servi
 		}
 		vs := c.virtualService(p, svc.Hostname)
 		rin := c.routeInputs(p, svc, vs)
+		if svc.Namespace == p.Namespace {
+			// The bare short name is a domain only from the service's
+			// own namespace.
+			rin = (&model.Hasher{}).U64(rin).Str("same-namespace").Sum()
+		}
 		for _, port := range svc.Ports {
 			name := GRPCListenerName(svc.Hostname, port.Number)
+			rname := GRPCRouteName(svc.Hostname, port.Number)
 			c.add(&ls, ListenerType, name, 0, func() proto.Message {
-				return grpcListener(name)
+				return grpcListener(name, rname)
 			})
 			port := port
-			c.add(&rs, RouteType, name, rin, func() proto.Message {
+			c.add(&rs, RouteType, rname, rin, func() proto.Message {
 				return &routev3.RouteConfiguration{
-					Name: name,
+					Name: rname,
 					VirtualHosts: []*routev3.VirtualHost{{
 						Name:    name,
-						Domains: grpcDomains(svc, port.Number),
+						Domains: domainsFor(svc, port.Number, p.Namespace, true),
 						Routes:  c.httpRoutes(p, svc, port, vs),
 					}},
 				}
@@ -58,21 +67,20 @@ func (c *Context) grpcListenersAndRoutes(p *proxy.Proxy, services []*model.Servi
 	return ls, rs
 }
 
-// grpcDomains lists the authorities a gRPC client may use for the service:
-// gRPC matches the authority with its port, so both forms are listed.
-func grpcDomains(svc *model.Service, port uint32) []string {
-	p := strconv.FormatUint(uint64(port), 10)
-	return []string{svc.Hostname, svc.Hostname + ":" + p}
+// GRPCRouteName is the RDS a proxyless client's listener for host:port
+// fetches: istiod names it like the service port's cluster.
+func GRPCRouteName(host string, port uint32) string {
+	return ClusterName(port, "", host)
 }
 
-func grpcListener(name string) *listenerv3.Listener {
+func grpcListener(name, routeName string) *listenerv3.Listener {
 	faultAny, _ := anypb.New(&faultv3.HTTPFault{})
 	routerAny, _ := anypb.New(&routerv3.Router{})
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource:    adsSource(),
-			RouteConfigName: name,
+			RouteConfigName: routeName,
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{
 			{Name: FaultFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: faultAny}},

@@ -149,9 +149,17 @@ func (c *Context) defaultRoute(p *proxy.Proxy, svc *model.Service, port model.Po
 	}
 	if !grpc {
 		action.Timeout = durationpb.New(0)
-		action.RetryPolicy = defaultRetryPolicy()
 	}
+	// istiod gives proxyless clients the same default retry policy as
+	// sidecars (BuildDefaultHTTPOutboundRoute); grpc-go keeps the codes it
+	// knows (unavailable, cancelled) and ignores the rest.
+	action.RetryPolicy = defaultRetryPolicy()
 	c.addHashPolicy(p, action, svc.Hostname, "", port.Number)
+	if len(action.HashPolicy) > 0 {
+		// With consistent hashing a retry must stay on the hashed host, so
+		// istiod drops the previous-hosts predicate.
+		action.RetryPolicy.RetryHostPredicate = nil
+	}
 	return &routev3.Route{
 		Name:   "default",
 		Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
@@ -299,6 +307,9 @@ func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Por
 			c.addHashPolicy(p, action, host, subset, num)
 		}
 	}
+	if r.GetRetries() == nil && len(dests) == 1 && len(action.HashPolicy) > 0 && action.RetryPolicy != nil {
+		action.RetryPolicy.RetryHostPredicate = nil // as in defaultRoute
+	}
 	return action
 }
 
@@ -379,9 +390,8 @@ var grpcRetryCodes = map[string]bool{"cancelled": true, "deadline-exceeded": tru
 
 func retryPolicy(r *networking.HTTPRetry, grpc bool) *routev3.RetryPolicy {
 	if r == nil {
-		if grpc {
-			return nil
-		}
+		// No VirtualService retries: the mesh default, for sidecars and
+		// proxyless clients alike (istiod's retry.ConvertPolicy(nil)).
 		return defaultRetryPolicy()
 	}
 	if r.GetAttempts() == 0 {

@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -119,7 +120,9 @@ func (c *Context) inboundClusters(ports []inboundPortInfo) []*Resource {
 		})
 	}
 	c.add(&out, ClusterType, InboundPassthroughCluster, c.meshHash, func() proto.Message {
-		return inboundCluster(InboundPassthroughCluster, c.Mesh)
+		cl := inboundCluster(InboundPassthroughCluster, c.Mesh)
+		cl.TypedExtensionProtocolOptions = passthroughProtocolOptions()
+		return cl
 	})
 	return out
 }
@@ -233,7 +236,7 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 		name := "0.0.0.0_" + strconv.Itoa(int(port))
 		rname := strconv.Itoa(int(port))
 		port := port
-		c.add(&ls, ListenerType, name, c.meshHash, func() proto.Message { return httpOutboundListener(name, rname, port) })
+		c.add(&ls, ListenerType, name, c.meshHash, func() proto.Message { return httpOutboundListener(name, rname, port, c.Mesh) })
 		h := &model.Hasher{}
 		h.Str(ph).U64(c.meshHash)
 		for _, svc := range svcs {
@@ -267,13 +270,45 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 	return ls, rs
 }
 
-func httpOutboundListener(name, routeName string, port uint32) *listenerv3.Listener {
+// plaintextHTTPALPNs are the application protocols http_inspector reports
+// for plaintext HTTP that the HTTP chain takes, istiod's plaintextHTTPALPNs
+// with PILOT_HTTP10 off (its default): HTTP/1.0 is not matched, so it
+// passes through as raw TCP instead of being rejected by the HCM.
+var plaintextHTTPALPNs = []string{"http/1.1", "h2c"}
+
+// httpOutboundListener is 0.0.0.0_<port> as istiod builds it for HTTP
+// services on a wildcard bind: tls_inspector and http_inspector sniff the
+// connection; plaintext HTTP goes to the HCM (RDS "<port>"), anything else
+// (TLS, raw TCP, HTTP/1.0) to the PassthroughFilterChain, which forwards to
+// the original destination (BlackHoleCluster with REGISTRY_ONLY). Without
+// that chain a TLS or TCP connection to a host outside the mesh on a port
+// some mesh service serves as HTTP would be broken by the HCM.
+func httpOutboundListener(name, routeName string, port uint32, mesh model.MeshConfig) *listenerv3.Listener {
+	fallthroughCluster := PassthroughCluster
+	if mesh.OutboundRegistryOnly {
+		fallthroughCluster = BlackHoleCluster
+	}
 	return &listenerv3.Listener{
 		Name:             name,
 		Address:          socketAddress("0.0.0.0", port),
 		BindToPort:       wrapperspb.Bool(false),
 		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		ListenerFilters: []*listenerv3.ListenerFilter{
+			// istiod adds tls_inspector whenever it adds http_inspector on
+			// outbound, so Envoy does not inject one of its own.
+			listenerFilter("envoy.filters.listener.tls_inspector", &tlsinspector.TlsInspector{InitialReadBufferSize: wrapperspb.UInt32(512)}),
+			listenerFilter("envoy.filters.listener.http_inspector", &httpinspector.HttpInspector{}),
+		},
+		// A server-first protocol sends nothing for the inspectors to read:
+		// after the timeout it continues to the fallthrough chain. Istio's
+		// default protocolDetectionTimeout is 0 (no timeout).
+		ContinueOnListenerFiltersTimeout: true,
+		ListenerFiltersTimeout:           durationpb.New(0),
 		FilterChains: []*listenerv3.FilterChain{{
+			FilterChainMatch: &listenerv3.FilterChainMatch{
+				TransportProtocol:    "raw_buffer",
+				ApplicationProtocols: plaintextHTTPALPNs,
+			},
 			Filters: []*listenerv3.Filter{hcmFilter(&hcmv3.HttpConnectionManager{
 				StatPrefix: "outbound_0.0.0.0_" + routeName,
 				RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -283,6 +318,11 @@ func httpOutboundListener(name, routeName string, port uint32) *listenerv3.Liste
 				UseRemoteAddress: wrapperspb.Bool(false),
 			})},
 		}},
+		DefaultFilterChain: &listenerv3.FilterChain{
+			FilterChainMatch: &listenerv3.FilterChainMatch{},
+			Name:             "PassthroughFilterChain",
+			Filters:          []*listenerv3.Filter{tcpProxyFilter(fallthroughCluster, tcpToCluster(fallthroughCluster))},
+		},
 	}
 }
 
@@ -406,14 +446,16 @@ func (c *Context) tlsChains(p *proxy.Proxy, svc *model.Service, port model.Port,
 // outboundRouteConfig is RDS "<port>": a virtual host per service with
 // Istio's domains, then a catch-all for unknown hosts.
 func (c *Context) outboundRouteConfig(p *proxy.Proxy, name string, port uint32, svcs []*model.Service) *routev3.RouteConfiguration {
-	rc := &routev3.RouteConfiguration{Name: name, ValidateClusters: wrapperspb.Bool(false)}
+	// Like istiod, sidecar outbound routes ignore the port in the authority
+	// (the listener already chose the port), so domains carry no port.
+	rc := &routev3.RouteConfiguration{Name: name, ValidateClusters: wrapperspb.Bool(false), IgnorePortInHostMatching: true}
 	used := map[string]bool{}
 	sorted := append([]*model.Service(nil), svcs...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Hostname < sorted[j].Hostname })
 	for _, svc := range sorted {
 		sp, _ := svc.Port(port)
 		var domains []string
-		for _, d := range domainsFor(svc, port, p.Namespace) {
+		for _, d := range domainsFor(svc, port, p.Namespace, false) {
 			if used[d] {
 				continue // another service claimed it first
 			}
@@ -458,27 +500,49 @@ func (c *Context) catchAllHost() *routev3.VirtualHost {
 	}}}
 }
 
-// domainsFor lists the authorities that reach svc:port, as Istio builds
-// them: the FQDN, Kubernetes short forms (the bare name only from the same
-// namespace), and the VIPs, each with and without the port.
-func domainsFor(svc *model.Service, port uint32, proxyNS string) []string {
-	ps := ":" + strconv.Itoa(int(port))
-	names := []string{svc.Hostname}
+// domainsFor lists the authorities that reach svc:port as istiod builds
+// them (generateVirtualHostDomains and GenerateAltVirtualHosts with
+// PILOT_ENABLE_ABSOLUTE_FQDN_VHOST_DOMAIN on, its default): the FQDN, its
+// absolute form with a trailing dot, the Kubernetes short forms (the bare
+// name only from the same namespace) and the VIPs. Sidecar route configs
+// set ignore_port_in_host_matching, so they list each name once; gRPC
+// matches the authority with its port, so withPort adds "name:port" after
+// each name, as istiod does for proxyless clients.
+func domainsFor(svc *model.Service, port uint32, proxyNS string, withPort bool) []string {
+	ps := strconv.Itoa(int(port))
+	out := make([]string, 0, 16)
+	add := func(n string) {
+		if strings.Contains(n, ":") && !strings.HasPrefix(n, "[") {
+			n = "[" + n + "]" // an IPv6 VIP
+		}
+		out = append(out, n)
+		if withPort {
+			out = append(out, n+":"+ps)
+		}
+	}
+	add(svc.Hostname)
+	if net.ParseIP(svc.Hostname) == nil {
+		add(svc.Hostname + ".")
+	}
 	suffix := ".svc." + model.DefaultDomainSuffix
 	if strings.HasSuffix(svc.Hostname, suffix) {
 		base := strings.TrimSuffix(svc.Hostname, suffix) // name.ns
-		names = append(names, base+".svc", base)
-		if name, ns, ok := strings.Cut(base, "."); ok && ns == proxyNS {
-			names = append(names, name)
+		if name, ns, ok := strings.Cut(base, "."); ok && ns != "" && !strings.Contains(ns, ".") {
+			if ns == proxyNS {
+				add(name)
+				add(base + ".svc")
+				add(base)
+			} else {
+				add(base)
+				add(base + ".svc")
+			}
 		}
 	}
-	names = append(names, svc.Addresses...)
-	out := make([]string, 0, 2*len(names))
-	for _, n := range names {
-		if strings.Contains(n, "/") {
+	for _, a := range svc.Addresses {
+		if strings.Contains(a, "/") || a == "0.0.0.0" || a == "" {
 			continue // CIDR addresses are not authorities
 		}
-		out = append(out, n, n+ps)
+		add(a)
 	}
 	return out
 }

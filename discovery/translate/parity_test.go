@@ -1,0 +1,200 @@
+package translate
+
+import (
+	"slices"
+	"testing"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+
+	"github.com/sextant-mesh/sextant/internal/meshtest"
+	"github.com/sextant-mesh/sextant/model"
+)
+
+// Item-by-item checks of the output istiod also produces (docs/istio-parity.md).
+
+func validate(t *testing.T, r *Resource) {
+	t.Helper()
+	if v, ok := r.Msg.(interface{ ValidateAll() error }); ok {
+		if err := v.ValidateAll(); err != nil {
+			t.Errorf("%s fails ValidateAll: %v", r.Name, err)
+		}
+	}
+}
+
+// The 0.0.0.0_<port> HTTP listener sniffs: plaintext HTTP/1.1 and h2c go to
+// the HCM, everything else to PassthroughCluster, or BlackHoleCluster with
+// REGISTRY_ONLY.
+func TestHTTPOutboundListenerFallthrough(t *testing.T) {
+	snap := meshtest.Snapshot(t, "testdata/bookinfo.yaml")
+	for _, registryOnly := range []bool{false, true} {
+		mesh := model.DefaultMeshConfig()
+		mesh.OutboundRegistryOnly = registryOnly
+		ctx := NewContext(snap, mesh, NewCache())
+		p := testProxy(t, "sidecar", "default", "", map[string]string{"app": "productpage"})
+		r := ctx.Resources(p, ListenerType).Get("0.0.0.0_9080")
+		if r == nil {
+			t.Fatal("no listener 0.0.0.0_9080")
+		}
+		validate(t, r)
+		l := r.Msg.(*listenerv3.Listener)
+		var names []string
+		for _, f := range l.GetListenerFilters() {
+			names = append(names, f.GetName())
+		}
+		if want := []string{"envoy.filters.listener.tls_inspector", "envoy.filters.listener.http_inspector"}; !slices.Equal(names, want) {
+			t.Errorf("listener filters = %v, want %v", names, want)
+		}
+		if len(l.GetFilterChains()) != 1 {
+			t.Fatalf("want one HTTP chain, got %d", len(l.GetFilterChains()))
+		}
+		m := l.GetFilterChains()[0].GetFilterChainMatch()
+		if m.GetTransportProtocol() != "raw_buffer" || !slices.Equal(m.GetApplicationProtocols(), []string{"http/1.1", "h2c"}) {
+			t.Errorf("HTTP chain match = %v", m)
+		}
+		if l.GetFilterChains()[0].GetFilters()[0].GetName() != "envoy.filters.network.http_connection_manager" {
+			t.Errorf("HTTP chain does not hold the HCM")
+		}
+		def := l.GetDefaultFilterChain()
+		if def.GetName() != "PassthroughFilterChain" {
+			t.Errorf("default chain name = %q", def.GetName())
+		}
+		tp := &tcpproxy.TcpProxy{}
+		if err := def.GetFilters()[0].GetTypedConfig().UnmarshalTo(tp); err != nil {
+			t.Fatal(err)
+		}
+		want := PassthroughCluster
+		if registryOnly {
+			want = BlackHoleCluster
+		}
+		if tp.GetCluster() != want {
+			t.Errorf("registryOnly=%v: fallthrough goes to %q, want %q", registryOnly, tp.GetCluster(), want)
+		}
+	}
+}
+
+func TestDomainsFor(t *testing.T) {
+	svc := &model.Service{Hostname: "reviews.default.svc.cluster.local", Namespace: "default", Addresses: []string{"10.96.0.20", "fd00::20", "10.0.0.0/24"}}
+	ext := &model.Service{Hostname: "api.example.com", Namespace: "default"}
+	cases := []struct {
+		name     string
+		svc      *model.Service
+		ns       string
+		withPort bool
+		want     []string
+	}{
+		{"sidecar same namespace", svc, "default", false, []string{
+			"reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local.",
+			"reviews", "reviews.default.svc", "reviews.default", "10.96.0.20", "[fd00::20]"}},
+		{"sidecar other namespace", svc, "team-b", false, []string{
+			"reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local.",
+			"reviews.default", "reviews.default.svc", "10.96.0.20", "[fd00::20]"}},
+		{"proxyless same namespace", svc, "default", true, []string{
+			"reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local:9080",
+			"reviews.default.svc.cluster.local.", "reviews.default.svc.cluster.local.:9080",
+			"reviews", "reviews:9080", "reviews.default.svc", "reviews.default.svc:9080",
+			"reviews.default", "reviews.default:9080",
+			"10.96.0.20", "10.96.0.20:9080", "[fd00::20]", "[fd00::20]:9080"}},
+		{"external host", ext, "default", false, []string{"api.example.com", "api.example.com."}},
+	}
+	for _, tc := range cases {
+		if got := domainsFor(tc.svc, 9080, tc.ns, tc.withPort); !slices.Equal(got, tc.want) {
+			t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+// Sidecar outbound route configs ignore the port in host matching, so
+// their domains carry none.
+func TestSidecarRouteIgnoresPort(t *testing.T) {
+	snap := meshtest.Snapshot(t, "testdata/bookinfo.yaml")
+	ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
+	p := testProxy(t, "sidecar", "default", "", map[string]string{"app": "productpage"})
+	r := ctx.Resources(p, RouteType).Get("9080")
+	if r == nil {
+		t.Fatal("no route 9080")
+	}
+	validate(t, r)
+	rc := r.Msg.(*routev3.RouteConfiguration)
+	if !rc.GetIgnorePortInHostMatching() {
+		t.Error("ignore_port_in_host_matching is not set")
+	}
+	for _, vh := range rc.GetVirtualHosts() {
+		if slices.Contains(vh.GetDomains(), "reviews.default.svc.cluster.local:9080") {
+			t.Errorf("virtual host %s lists a domain with a port", vh.GetName())
+		}
+		if vh.GetName() == "reviews.default.svc.cluster.local:9080" && !slices.Contains(vh.GetDomains(), "reviews.default.svc.cluster.local.") {
+			t.Errorf("virtual host %s lacks the trailing-dot FQDN: %v", vh.GetName(), vh.GetDomains())
+		}
+	}
+}
+
+// A proxyless client's listener host:port fetches RDS outbound|port||host,
+// whose one virtual host carries the default retry policy.
+func TestGRPCRouteNaming(t *testing.T) {
+	snap := meshtest.Snapshot(t, "testdata/bookinfo.yaml")
+	ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
+	p := testProxy(t, "grpc-client", "default", "grpc", map[string]string{"app": "client"})
+	const host = "details.default.svc.cluster.local"
+	l := ctx.Resources(p, ListenerType).Get(GRPCListenerName(host, 9080))
+	if l == nil {
+		t.Fatal("no listener")
+	}
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := l.Msg.(*listenerv3.Listener).GetApiListener().GetApiListener().UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	want := "outbound|9080||" + host
+	if got := hcm.GetRds().GetRouteConfigName(); got != want || GRPCRouteName(host, 9080) != want {
+		t.Errorf("listener's RDS name = %q, want %q", got, want)
+	}
+	r := ctx.Resources(p, RouteType).Get(want)
+	if r == nil {
+		t.Fatalf("no route %s", want)
+	}
+	validate(t, r)
+	rc := r.Msg.(*routev3.RouteConfiguration)
+	if len(rc.GetVirtualHosts()) != 1 || rc.GetVirtualHosts()[0].GetName() != host+":9080" {
+		t.Fatalf("want one virtual host %s:9080, got %v", host, rc.GetVirtualHosts())
+	}
+	vh := rc.GetVirtualHosts()[0]
+	for _, d := range []string{host + ":9080", host + ".:9080", "details:9080", "details.default:9080"} {
+		if !slices.Contains(vh.GetDomains(), d) {
+			t.Errorf("domains %v lack %s", vh.GetDomains(), d)
+		}
+	}
+	rp := vh.GetRoutes()[0].GetRoute().GetRetryPolicy()
+	if rp.GetRetryOn() != "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes" || rp.GetNumRetries().GetValue() != 2 {
+		t.Errorf("default route retry policy = %v, want istiod's default", rp)
+	}
+}
+
+// PassthroughCluster and InboundPassthroughCluster forward HTTP in the
+// protocol it arrived in.
+func TestPassthroughClustersUseDownstreamProtocol(t *testing.T) {
+	snap := meshtest.Snapshot(t, "testdata/bookinfo.yaml")
+	ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
+	p := testProxyIP(t, "10.1.0.1", "workload", "default", "", map[string]string{"app": "reviews", "version": "v1"})
+	for _, name := range []string{PassthroughCluster, InboundPassthroughCluster} {
+		r := ctx.Resources(p, ClusterType).Get(name)
+		if r == nil {
+			t.Fatalf("no cluster %s", name)
+		}
+		validate(t, r)
+		opts := &upstreamhttp.HttpProtocolOptions{}
+		a := r.Msg.(*clusterv3.Cluster).GetTypedExtensionProtocolOptions()["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+		if a == nil {
+			t.Fatalf("%s has no HttpProtocolOptions", name)
+		}
+		if err := a.UnmarshalTo(opts); err != nil {
+			t.Fatal(err)
+		}
+		if opts.GetUseDownstreamProtocolConfig().GetHttp2ProtocolOptions() == nil {
+			t.Errorf("%s does not use the downstream protocol: %v", name, opts)
+		}
+	}
+}
