@@ -271,6 +271,9 @@ const (
 	KindPeerAuthentication    Kind = "PeerAuthentication"
 	KindAuthorizationPolicy   Kind = "AuthorizationPolicy"
 	KindRequestAuthentication Kind = "RequestAuthentication"
+	// KindTelemetry is telemetry.istio.io Telemetry (metrics overrides and
+	// access logging; tracing is not applied).
+	KindTelemetry Kind = "Telemetry"
 )
 
 // ConfigKey identifies a config object.

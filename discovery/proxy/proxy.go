@@ -193,6 +193,9 @@ type Scope struct {
 	// Workload is set only for sidecars, whose inbound config depends on
 	// their own addresses.
 	Workload string
+	// IstioProxy is set for sidecars running Istio's Envoy (ISTIO_VERSION in
+	// the node metadata), which get Istio's own filters.
+	IstioProxy bool
 }
 
 // ScopeFor returns p's scope under snap.
@@ -208,6 +211,7 @@ func ScopeFor(p *Proxy, snap *model.Snapshot, labelsMatter bool) Scope {
 		// Inbound listeners and clusters depend on the workload's own
 		// addresses (and ingress scoping on its labels).
 		s.Workload = strings.Join(p.IPs, ",") + "|" + p.LabelsKey()
+		s.IstioProxy = p.IstioVersion != ""
 	}
 	return s
 }

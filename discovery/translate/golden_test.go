@@ -22,16 +22,20 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 
-// goldenProxies are the proxies every golden case is translated for.
-var goldenProxies = []struct {
+type goldenProxy struct {
 	ip, pod, ns, generator string
 	labels                 map[string]string
-}{
-	{"10.0.0.1", "grpc-client", "default", "grpc", map[string]string{"app": "client"}},
-	{"10.0.0.1", "sidecar", "default", "", map[string]string{"app": "productpage", "end-user-tier": "gold"}},
-	{"10.0.0.1", "other-ns", "team-b", "grpc", map[string]string{"app": "other"}},
+	// istioVersion is sent as ISTIO_VERSION: the proxy runs Istio's Envoy.
+	istioVersion string
+}
+
+// goldenProxies are the proxies every golden case is translated for.
+var goldenProxies = []goldenProxy{
+	{"10.0.0.1", "grpc-client", "default", "grpc", map[string]string{"app": "client"}, ""},
+	{"10.0.0.1", "sidecar", "default", "", map[string]string{"app": "productpage", "end-user-tier": "gold"}, ""},
+	{"10.0.0.1", "other-ns", "team-b", "grpc", map[string]string{"app": "other"}, ""},
 	// A sidecar of a workload that serves services: it gets inbound config.
-	{"10.1.0.1", "workload", "default", "", map[string]string{"app": "reviews", "version": "v1"}},
+	{"10.1.0.1", "workload", "default", "", map[string]string{"app": "reviews", "version": "v1"}, ""},
 }
 
 func testProxy(t testing.TB, pod, ns, generator string, labels map[string]string) *proxy.Proxy {
@@ -40,6 +44,12 @@ func testProxy(t testing.TB, pod, ns, generator string, labels map[string]string
 
 func testProxyIP(t testing.TB, ip, pod, ns, generator string, labels map[string]string) *proxy.Proxy {
 	t.Helper()
+	return goldenProxy{ip: ip, pod: pod, ns: ns, generator: generator, labels: labels}.parse(t)
+}
+
+func (gp goldenProxy) parse(t testing.TB) *proxy.Proxy {
+	t.Helper()
+	ip, pod, ns, generator, labels := gp.ip, gp.pod, gp.ns, gp.generator, gp.labels
 	lf := map[string]any{}
 	for k, v := range labels {
 		lf[k] = v
@@ -50,6 +60,9 @@ func testProxyIP(t testing.TB, ip, pod, ns, generator string, labels map[string]
 	}
 	if generator == "" {
 		delete(md.Fields, "GENERATOR")
+	}
+	if gp.istioVersion != "" {
+		md.Fields["ISTIO_VERSION"] = structpb.NewStringValue(gp.istioVersion)
 	}
 	n := &corev3.Node{Id: "sidecar~" + ip + "~" + pod + "." + ns + "~" + ns + ".svc.cluster.local", Metadata: md}
 	if pod == "workload" {
@@ -80,10 +93,15 @@ func canonicalJSON(t testing.TB, m proto.Message) any {
 // translateAll renders everything the golden proxies get from snap.
 func translateAll(t testing.TB, snap *model.Snapshot) map[string]any {
 	t.Helper()
+	return translateFor(t, snap, goldenProxies)
+}
+
+func translateFor(t testing.TB, snap *model.Snapshot, proxies []goldenProxy) map[string]any {
+	t.Helper()
 	ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
 	out := map[string]any{}
-	for _, gp := range goldenProxies {
-		p := testProxyIP(t, gp.ip, gp.pod, gp.ns, gp.generator, gp.labels)
+	for _, gp := range proxies {
+		p := gp.parse(t)
 		per := map[string]any{}
 		var eds []any
 		for _, typ := range []string{ClusterType, ListenerType, RouteType} {
@@ -120,18 +138,36 @@ func translateAll(t testing.TB, snap *model.Snapshot) map[string]any {
 }
 
 func TestGolden(t *testing.T) {
-	inputs, err := filepath.Glob("testdata/*.yaml")
+	runGolden(t, "testdata/*.yaml", goldenProxies)
+}
+
+// istioProxies run Istio's Envoy (ISTIO_VERSION set), next to a stock Envoy
+// in the same workload: testdata/istio-proxy/ shows Istio's own filters and
+// the Telemetry API applied to the first, and only stock filters on the
+// second.
+var istioProxies = []goldenProxy{
+	{ip: "10.0.0.1", pod: "istio-sidecar", ns: "default", labels: map[string]string{"app": "productpage"}, istioVersion: "1.28.0"},
+	{ip: "10.0.0.2", pod: "stock-envoy", ns: "default", labels: map[string]string{"app": "productpage"}},
+	{ip: "10.0.0.3", pod: "istio-other-ns", ns: "team-b", labels: map[string]string{"app": "other"}, istioVersion: "1.28.0"},
+}
+
+func TestGoldenIstioProxy(t *testing.T) {
+	runGolden(t, "testdata/istio-proxy/*.yaml", istioProxies)
+}
+
+func runGolden(t *testing.T, pattern string, proxies []goldenProxy) {
+	inputs, err := filepath.Glob(pattern)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(inputs) == 0 {
-		t.Fatal("no golden inputs in testdata/")
+		t.Fatalf("no golden inputs %s", pattern)
 	}
 	for _, in := range inputs {
 		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
 		t.Run(name, func(t *testing.T) {
 			snap := meshtest.Snapshot(t, in)
-			got := translateAll(t, snap)
+			got := translateFor(t, snap, proxies)
 			gotJSON, err := json.MarshalIndent(got, "", "  ")
 			if err != nil {
 				t.Fatal(err)

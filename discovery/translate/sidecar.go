@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -227,6 +228,8 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 		}
 	}
 	ph := p.Namespace + "|" + p.LabelsKey()
+	istioProxy := p.IstioVersion != ""
+	tel := c.telemetryFor(p)
 	// HTTP listeners and route configs.
 	for port, svcs := range httpPorts {
 		if _, clash := tcpListeners[tcpKey{"0.0.0.0", port}]; clash {
@@ -236,7 +239,23 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 		name := "0.0.0.0_" + strconv.Itoa(int(port))
 		rname := strconv.Itoa(int(port))
 		port := port
-		c.add(&ls, ListenerType, name, c.meshHash, func() proto.Message { return httpOutboundListener(name, rname, port, c.Mesh) })
+		grpc := false
+		for _, svc := range svcs {
+			if sp, _ := svc.Port(port); sp.Protocol == model.ProtocolGRPC {
+				grpc = true
+			}
+		}
+		lh := (&model.Hasher{}).U64(c.meshHash).U64(tel.hash)
+		for _, b := range []bool{istioProxy, grpc} {
+			if b {
+				lh.Str("1")
+			} else {
+				lh.Str("0")
+			}
+		}
+		c.add(&ls, ListenerType, name, lh.Sum(), func() proto.Message {
+			return httpOutboundListener(name, rname, port, c.Mesh, outboundHTTPFilters(istioProxy, grpc, tel), tel.accessLogs())
+		})
 		h := &model.Hasher{}
 		h.Str(ph).U64(c.meshHash)
 		for _, svc := range svcs {
@@ -283,7 +302,7 @@ var plaintextHTTPALPNs = []string{"http/1.1", "h2c"}
 // the original destination (BlackHoleCluster with REGISTRY_ONLY). Without
 // that chain a TLS or TCP connection to a host outside the mesh on a port
 // some mesh service serves as HTTP would be broken by the HCM.
-func httpOutboundListener(name, routeName string, port uint32, mesh model.MeshConfig) *listenerv3.Listener {
+func httpOutboundListener(name, routeName string, port uint32, mesh model.MeshConfig, filters []*hcmv3.HttpFilter, logs []*accesslogv3.AccessLog) *listenerv3.Listener {
 	fallthroughCluster := PassthroughCluster
 	if mesh.OutboundRegistryOnly {
 		fallthroughCluster = BlackHoleCluster
@@ -314,7 +333,8 @@ func httpOutboundListener(name, routeName string, port uint32, mesh model.MeshCo
 				RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 					ConfigSource: adsSource(), RouteConfigName: routeName,
 				}},
-				HttpFilters:      httpFilters(),
+				HttpFilters:      filters,
+				AccessLog:        logs,
 				UseRemoteAddress: wrapperspb.Bool(false),
 			})},
 		}},

@@ -290,12 +290,13 @@ func TestBuildConfigs(t *testing.T) {
 		"PeerAuthentication/istio-system/default",
 		"RequestAuthentication/shop/jwt",
 		"Sidecar/shop/default",
+		"Telemetry/istio-system/mesh-default",
 		"VirtualService/shop/reviews",
 	}
 	if diff := cmp.Diff(want, keys); diff != "" {
 		t.Fatalf("config keys (-want +got):\n%s", diff)
 	}
-	vs := out.Configs[5].Spec.(*networking.VirtualService)
+	vs := out.Configs[6].Spec.(*networking.VirtualService)
 	if vs.GetHttp()[1].GetRoute()[0].GetWeight() != 90 {
 		t.Errorf("VirtualService spec not kept: %v", vs)
 	}

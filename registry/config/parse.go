@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -325,7 +326,8 @@ func (p *parser) document(d document) {
 	oe.setObject(objectID(kind, named.Metadata.Namespace, named.Metadata.Name))
 	switch {
 	case group == "networking.istio.io" && isVersion(apiVersion, "v1", "v1beta1", "v1alpha3"),
-		group == "security.istio.io" && isVersion(apiVersion, "v1", "v1beta1"):
+		group == "security.istio.io" && isVersion(apiVersion, "v1", "v1beta1"),
+		group == "telemetry.istio.io" && isVersion(apiVersion, "v1", "v1alpha1"):
 		spec := newIstioSpec(group, kind)
 		if spec == nil {
 			p.unknownKind(loc, apiVersion, kind)
@@ -411,6 +413,12 @@ func newIstioSpec(group, kind string) proto.Message {
 			return &networking.VirtualService{}
 		case string(model.KindSidecar):
 			return &networking.Sidecar{}
+		}
+		return nil
+	}
+	if group == "telemetry.istio.io" {
+		if kind == string(model.KindTelemetry) {
+			return &telemetry.Telemetry{}
 		}
 		return nil
 	}

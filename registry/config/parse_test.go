@@ -31,7 +31,7 @@ func TestParseValidFiles(t *testing.T) {
 	}{
 		{"mesh.yaml", []string{
 			KindServiceEntry, KindServiceEntry, KindWorkloadEntry, "VirtualService", "DestinationRule",
-			"Sidecar", "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication",
+			"Sidecar", "PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication", "Telemetry",
 		}},
 		{"kube.yaml", []string{KindService, KindService, KindService}},
 		{"slices.yaml", []string{KindEndpointSlice}},
@@ -408,6 +408,19 @@ func TestParseErrors(t *testing.T) {
 		name:  "request authentication without issuer",
 		input: "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: ra}\nspec:\n  jwtRules: [{jwksUri: \"ftp://x\"}]\n",
 		want:  wantErr{field: "spec.jwtRules[0].issuer", msg: "issuer is required"},
+	}, {
+		name:  "telemetry tag override UPSERT without value",
+		input: "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\nspec:\n  metrics: [{overrides: [{tagOverrides: {x: {operation: UPSERT}}}]}]\n",
+		want:  wantErr{obj: "Telemetry default/t", field: `spec.metrics[0].overrides[0].tagOverrides["x"].value`, msg: "requires a value"},
+	}, {
+		name:  "telemetry unknown field",
+		input: "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: t}\nspec:\n  metric: []\n",
+		want:  wantErr{field: "spec.metric", msg: "unknown field"},
+	}, {
+		name:  "telemetry unsupported provider is a warning",
+		input: "apiVersion: telemetry.istio.io/v1alpha1\nkind: Telemetry\nmetadata: {name: t}\nspec:\n  accessLogging: [{providers: [{name: otel}]}]\n",
+		valid: true,
+		want:  wantErr{field: "spec.accessLogging[0].providers[0].name", msg: `"otel" is not supported`, warning: true},
 	}, {
 		name:  "service unknown field is strict",
 		input: "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports: [{port: 80, targetPrt: 8080}]\n",

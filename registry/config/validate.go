@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	networking "istio.io/api/networking/v1alpha3"
 	security "istio.io/api/security/v1beta1"
+	telemetry "istio.io/api/telemetry/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
@@ -48,6 +49,8 @@ func validateObject(oe *objectErrors, o *Object) {
 		validateAuthorizationPolicy(oe, s)
 	case *security.RequestAuthentication:
 		validateRequestAuthentication(oe, s)
+	case *telemetry.Telemetry:
+		validateTelemetry(oe, s)
 	case *corev1.Service:
 		validateService(oe, s)
 	case *discoveryv1.EndpointSlice:

@@ -5,8 +5,8 @@
 // ConfigMap (istio in istio-system, key mesh) from the core API, and the
 // Istio CRDs networking.istio.io/v1 ServiceEntry, WorkloadEntry,
 // DestinationRule, VirtualService, Sidecar and security.istio.io/v1
-// PeerAuthentication, AuthorizationPolicy, RequestAuthentication through
-// istio.io/client-go. CRDs that are not installed are skipped (logged).
+// PeerAuthentication, AuthorizationPolicy, RequestAuthentication and
+// telemetry.istio.io/v1 Telemetry through istio.io/client-go. CRDs that are not installed are skipped (logged).
 //
 // Every object goes through registry/config: it is encoded as the document
 // Kubernetes would serve and parsed with config.Parse, so the same

@@ -4,6 +4,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	istionet "istio.io/client-go/pkg/apis/networking/v1"
 	istiosec "istio.io/client-go/pkg/apis/security/v1"
+	istiotel "istio.io/client-go/pkg/apis/telemetry/v1"
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
@@ -140,6 +141,19 @@ var istioKinds = []*istioKind{
 		},
 		spec: func(o any) (metav1.Object, proto.Message, bool) {
 			x, ok := o.(*istiosec.RequestAuthentication)
+			if !ok {
+				return nil, nil, false
+			}
+			return x, &x.Spec, true
+		},
+	},
+	{
+		kind: string(model.KindTelemetry), group: "telemetry.istio.io", version: "v1", resource: "telemetries", isConfig: true,
+		informer: func(f istioinformers.SharedInformerFactory) cache.SharedIndexInformer {
+			return f.Telemetry().V1().Telemetries().Informer()
+		},
+		spec: func(o any) (metav1.Object, proto.Message, bool) {
+			x, ok := o.(*istiotel.Telemetry)
 			if !ok {
 				return nil, nil, false
 			}

@@ -304,7 +304,7 @@ func (r *Registry) servedIstioKinds(ctx context.Context) ([]*istioKind, error) {
 
 func (r *Registry) discoverIstioKinds() ([]*istioKind, error) {
 	served := map[string]bool{}
-	for _, gv := range []string{"networking.istio.io/v1", "security.istio.io/v1"} {
+	for _, gv := range []string{"networking.istio.io/v1", "security.istio.io/v1", "telemetry.istio.io/v1"} {
 		list, err := r.kube.Discovery().ServerResourcesForGroupVersion(gv)
 		if apierrors.IsNotFound(err) {
 			continue
