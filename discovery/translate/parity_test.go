@@ -3,6 +3,7 @@ package translate
 import (
 	"slices"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -10,6 +11,9 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	upstreamhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/sextant-mesh/sextant/internal/meshtest"
 	"github.com/sextant-mesh/sextant/model"
@@ -196,5 +200,40 @@ func TestPassthroughClustersUseDownstreamProtocol(t *testing.T) {
 		if opts.GetUseDownstreamProtocolConfig().GetHttp2ProtocolOptions() == nil {
 			t.Errorf("%s does not use the downstream protocol: %v", name, opts)
 		}
+	}
+}
+
+// A VirtualService retry policy is istiod's default with its settings on
+// top (retry.ConvertPolicy).
+func TestRetryPolicyConvertsLikeIstiod(t *testing.T) {
+	r := &networking.HTTPRetry{
+		Attempts:                 3,
+		RetryOn:                  "gateway-error,503, reset",
+		PerTryTimeout:            durationpb.New(time.Second),
+		RetryRemoteLocalities:    wrapperspb.Bool(true),
+		RetryIgnorePreviousHosts: wrapperspb.Bool(false),
+		Backoff:                  durationpb.New(50 * time.Millisecond),
+	}
+	rp := retryPolicy(r, false)
+	if err := rp.ValidateAll(); err != nil {
+		t.Fatal(err)
+	}
+	if rp.GetRetryOn() != "gateway-error,reset,retriable-status-codes" || !slices.Equal(rp.GetRetriableStatusCodes(), []uint32{503}) {
+		t.Errorf("retry_on %q, codes %v", rp.GetRetryOn(), rp.GetRetriableStatusCodes())
+	}
+	if rp.GetNumRetries().GetValue() != 3 || rp.GetPerTryTimeout().AsDuration() != time.Second || rp.GetHostSelectionRetryMaxAttempts() != 5 {
+		t.Errorf("attempts/per-try/host selection wrong: %v", rp)
+	}
+	if len(rp.GetRetryHostPredicate()) != 0 {
+		t.Error("retryIgnorePreviousHosts: false must drop the previous_hosts predicate")
+	}
+	if rp.GetRetryPriority().GetName() != "envoy.retry_priorities.previous_priorities" || rp.GetRetryBackOff().GetBaseInterval().AsDuration() != 50*time.Millisecond {
+		t.Errorf("remote localities / backoff not applied: %v", rp)
+	}
+	if retryPolicy(&networking.HTTPRetry{Attempts: 0}, false) != nil {
+		t.Error("attempts 0 must disable retries")
+	}
+	if got := retryPolicy(&networking.HTTPRetry{Attempts: 2}, false); len(got.GetRetryHostPredicate()) != 1 || got.GetRetryOn() != defaultRetryPolicy().GetRetryOn() {
+		t.Errorf("attempts only must keep the default policy: %v", got)
 	}
 }

@@ -1,7 +1,9 @@
 package translate
 
 import (
+	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -9,6 +11,7 @@ import (
 	faultcommon "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	previoushosts "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previouspriorities "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -307,7 +310,7 @@ func (c *Context) routeAction(p *proxy.Proxy, svc *model.Service, port model.Por
 			c.addHashPolicy(p, action, host, subset, num)
 		}
 	}
-	if r.GetRetries() == nil && len(dests) == 1 && len(action.HashPolicy) > 0 && action.RetryPolicy != nil {
+	if len(dests) == 1 && len(action.HashPolicy) > 0 && action.RetryPolicy != nil && !r.GetRetries().GetRetryIgnorePreviousHosts().GetValue() {
 		action.RetryPolicy.RetryHostPredicate = nil // as in defaultRoute
 	}
 	return action
@@ -412,8 +415,51 @@ func retryPolicy(r *networking.HTTPRetry, grpc bool) *routev3.RetryPolicy {
 			kept = []string{"unavailable"}
 		}
 		on = strings.Join(kept, ",")
+		return &routev3.RetryPolicy{RetryOn: on, NumRetries: wrapperspb.UInt32(uint32(r.GetAttempts())), PerTryTimeout: r.GetPerTryTimeout()}
 	}
-	return &routev3.RetryPolicy{RetryOn: on, NumRetries: wrapperspb.UInt32(uint32(r.GetAttempts())), PerTryTimeout: r.GetPerTryTimeout()}
+	// As istiod's retry.ConvertPolicy: the default policy with the
+	// VirtualService's settings on top.
+	out := defaultRetryPolicy()
+	out.NumRetries = wrapperspb.UInt32(uint32(r.GetAttempts()))
+	if r.GetRetryOn() != "" {
+		out.RetryOn, out.RetriableStatusCodes = parseRetryOn(r.GetRetryOn())
+		if len(out.RetriableStatusCodes) > 0 && !strings.Contains(out.RetryOn, "retriable-status-codes") {
+			out.RetryOn += ",retriable-status-codes"
+		}
+	}
+	out.PerTryTimeout = r.GetPerTryTimeout()
+	if v := r.GetRetryIgnorePreviousHosts(); v != nil && !v.GetValue() {
+		out.RetryHostPredicate = nil
+	}
+	if r.GetRetryRemoteLocalities().GetValue() {
+		out.RetryPriority = &routev3.RetryPolicy_RetryPriority{
+			Name:       "envoy.retry_priorities.previous_priorities",
+			ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: mustAnyOf(&previouspriorities.PreviousPrioritiesConfig{UpdateFrequency: 2})},
+		}
+	}
+	if b := r.GetBackoff(); b != nil {
+		out.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: b}
+	}
+	return out
+}
+
+// parseRetryOn splits Istio's retryOn into Envoy's retry_on and the HTTP
+// status codes it lists (istiod's parseRetryOn).
+func parseRetryOn(s string) (string, []uint32) {
+	var on []string
+	var codes []uint32
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if n, err := strconv.Atoi(part); err == nil && http.StatusText(n) != "" {
+			codes = append(codes, uint32(n))
+			continue
+		}
+		on = append(on, part)
+	}
+	return strings.Join(on, ","), codes
 }
 
 func routeMatch(m *networking.HTTPMatchRequest, grpc bool) *routev3.RouteMatch {
