@@ -254,7 +254,7 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 			}
 		}
 		c.add(&ls, ListenerType, name, lh.Sum(), func() proto.Message {
-			return httpOutboundListener(name, rname, port, c.Mesh, outboundHTTPFilters(istioProxy, grpc, tel), tel.accessLogs())
+			return withTCPAccessLog(httpOutboundListener(name, rname, port, c.Mesh, outboundHTTPFilters(istioProxy, grpc, tel), tel.accessLogs()), tel.accessLogs())
 		})
 		h := &model.Hasher{}
 		h.Str(ph).U64(c.meshHash)
@@ -272,12 +272,17 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 			h.U64(c.routeInputs(p, svc, c.virtualService(p, svc.Hostname)))
 		}
 		k, svcs := k, svcs
-		c.add(&ls, ListenerType, name, h.Sum(), func() proto.Message { return c.tcpOutboundListener(p, name, k.bind, k.port, svcs) })
+		h.U64(tel.hash)
+		c.add(&ls, ListenerType, name, h.Sum(), func() proto.Message {
+			return withTCPAccessLog(c.tcpOutboundListener(p, name, k.bind, k.port, svcs), tel.accessLogs())
+		})
 	}
 	if p.InterceptionNone {
 		return ls, rs
 	}
-	c.add(&ls, ListenerType, VirtualOutbound, c.meshHash, func() proto.Message { return virtualOutboundListener(c.Mesh) })
+	c.add(&ls, ListenerType, VirtualOutbound, (&model.Hasher{}).U64(c.meshHash).U64(tel.hash).Sum(), func() proto.Message {
+		return withTCPAccessLog(virtualOutboundListener(c.Mesh), tel.accessLogs())
+	})
 	ports := c.workloadPorts(p)
 	modes, modesHash := c.inboundModes(p, ports)
 	ih := &model.Hasher{}

@@ -6,10 +6,12 @@ import (
 	udpatype "github.com/cncf/xds/go/udpa/type/v1"
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	fileaccesslog "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	celfilter "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/filters/cel/v3"
 	grpcstats "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/grpc_stats/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -295,6 +297,33 @@ func (tc telemetryConfig) accessLogs() []*accesslogv3.AccessLog {
 		}}
 	}
 	return []*accesslogv3.AccessLog{al}
+}
+
+// withTCPAccessLog adds the access log to every tcp_proxy of an outbound
+// listener (its TCP routes and passthrough chains), as istiod's
+// setTCPAccessLog does for the envoy provider.
+func withTCPAccessLog(l *listenerv3.Listener, logs []*accesslogv3.AccessLog) *listenerv3.Listener {
+	if len(logs) == 0 {
+		return l
+	}
+	chains := append([]*listenerv3.FilterChain(nil), l.GetFilterChains()...)
+	if l.GetDefaultFilterChain() != nil {
+		chains = append(chains, l.GetDefaultFilterChain())
+	}
+	for _, fc := range chains {
+		for i, f := range fc.GetFilters() {
+			if f.GetName() != "envoy.filters.network.tcp_proxy" {
+				continue
+			}
+			tp := &tcpproxy.TcpProxy{}
+			if err := f.GetTypedConfig().UnmarshalTo(tp); err != nil {
+				continue // built here, so it always decodes
+			}
+			tp.AccessLog = logs
+			fc.Filters[i] = tcpProxyFilter(tp.GetStatPrefix(), tp)
+		}
+	}
+	return l
 }
 
 // outboundMetadataExchange is istiod's SidecarOutboundMetadataFilter: Istio's
