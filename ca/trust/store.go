@@ -98,6 +98,13 @@ func Open(dir string, o Options) (*Store, error) {
 		return nil, fmt.Errorf("CA directory: %w", err)
 	}
 	s := &Store{dir: dir, opts: o, log: o.Logger.With("ca-dir", dir), watchers: map[chan struct{}]struct{}{}}
+	// Replicas may share the directory: the first to start generates the
+	// root, the others wait and load it.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	chain, err := readOptional(s.path(CertChainFile))
 	if err != nil {
 		return nil, err
@@ -117,7 +124,10 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	s.cur.Store(m)
 	if m.Mode == SelfSigned {
-		if _, err := s.Check(); err != nil {
+		s.mu.Lock()
+		_, err := s.checkSelfSigned(m)
+		s.mu.Unlock()
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -190,6 +200,11 @@ func (s *Store) Check() (changed bool, err error) {
 	if m.Mode == PluggedIn {
 		return s.reloadPlugged(m)
 	}
+	unlock, err := lockDir(s.dir)
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
 	return s.checkSelfSigned(m)
 }
 
@@ -340,26 +355,57 @@ func (s *Store) writeIfChanged(path string, data []byte, perm os.FileMode) error
 	return writeAtomic(path, data, perm)
 }
 
-// checkSelfSigned renews the root when little of its life is left and drops
-// expired old roots from the bundle. Callers hold s.mu.
+// adoptRenewed returns m with the root another replica sharing --ca-dir
+// wrote there, when that is a later self-signed root for the same key, so
+// that every replica publishes the same bundle and none renews twice. Any
+// other difference on disk (a different key, an unreadable file) is logged
+// and left alone: the running material stays, and checkSelfSigned writes
+// it back.
+func (s *Store) adoptRenewed(m *Material, now time.Time) *Material {
+	b, err := readOptional(s.path(CACertFile))
+	if err != nil || len(bytes.TrimSpace(b)) == 0 {
+		return m
+	}
+	certs, err := parseCerts(s.path(CACertFile), b)
+	if err != nil || len(certs) != 1 {
+		s.log.Warn("CA certificate on disk does not parse; keeping the running root", "err", err)
+		return m
+	}
+	cert := certs[0]
+	if cert.Equal(m.Cert) || !cert.NotAfter.After(m.Cert.NotAfter) {
+		return m
+	}
+	pub, ok := m.Key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !isSelfSigned(cert) || !ok || !pub.Equal(cert.PublicKey) {
+		s.log.Warn("CA certificate on disk is not a renewal of the running root (another key?); keeping the running root",
+			"disk", describe(cert))
+		return m
+	}
+	s.log.Info("adopting the root another replica renewed", "not-after", cert.NotAfter.UTC().Format(time.RFC3339))
+	return newMaterial(SelfSigned, cert, m.Key, nil, mergeRoots(cert, m.Roots, now), m.Generation+1)
+}
+
+// checkSelfSigned adopts a root renewed by another replica, renews the
+// root when little of its life is left and drops expired old roots from the
+// bundle. Callers hold s.mu and the directory lock.
 func (s *Store) checkSelfSigned(m *Material) (bool, error) {
 	now := s.opts.Now()
-	root := m.Cert
+	next := s.adoptRenewed(m, now)
+	root := next.Cert
 	life := root.NotAfter.Sub(root.NotBefore)
 	left := root.NotAfter.Sub(now)
-	next := m
 	if left < time.Duration(float64(life)*s.opts.RenewBefore) {
 		cert, err := newRoot(m.Key, x509util.Subject{}, root.RawSubject, now, s.opts.RootTTL)
 		if err != nil {
 			return false, fmt.Errorf("renew self-signed root: %w", err)
 		}
-		next = newMaterial(SelfSigned, cert, m.Key, nil, mergeRoots(cert, m.Roots, now), m.Generation+1)
+		next = newMaterial(SelfSigned, cert, m.Key, nil, mergeRoots(cert, next.Roots, now), m.Generation+1)
 		s.log.Info("renewing the self-signed root with the same key",
 			"old-not-after", root.NotAfter.UTC().Format(time.RFC3339), "new-not-after", cert.NotAfter.UTC().Format(time.RFC3339),
 			"roots", len(next.Roots))
-	} else if pruned := mergeRoots(m.Cert, m.Roots, now); len(pruned) != len(m.Roots) {
-		next = newMaterial(SelfSigned, m.Cert, m.Key, nil, pruned, m.Generation+1)
-		s.log.Info("expired roots left the bundle", "removed", len(m.Roots)-len(pruned), "roots", len(pruned))
+	} else if pruned := mergeRoots(next.Cert, next.Roots, now); len(pruned) != len(next.Roots) {
+		s.log.Info("expired roots left the bundle", "removed", len(next.Roots)-len(pruned), "roots", len(pruned))
+		next = newMaterial(SelfSigned, next.Cert, m.Key, nil, pruned, m.Generation+1)
 	}
 	// Persist even when nothing changed in memory: root-cert.pem may be
 	// missing or stale on disk.

@@ -53,8 +53,15 @@ func startSecureCA(t *testing.T, xdsSrv *xds.Server, topts trust.Options) *secur
 // the CA) on the secure port when xdsSrv is given, as cmd/sextant does.
 func startSecureCAWith(t *testing.T, xdsSrv *xds.Server, topts trust.Options, iopts issuer.Options) *secureCA {
 	t.Helper()
+	return startSecureCAIn(t, filepath.Join(t.TempDir(), "ca"), xdsSrv, topts, iopts)
+}
+
+// startSecureCAIn runs the secure port on the CA directory caDir, which
+// replicas may share.
+func startSecureCAIn(t *testing.T, caDir string, xdsSrv *xds.Server, topts trust.Options, iopts issuer.Options) *secureCA {
+	t.Helper()
 	dir := t.TempDir()
-	store, err := trust.Open(filepath.Join(dir, "ca"), topts)
+	store, err := trust.Open(caDir, topts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +106,7 @@ func startSecureCAWith(t *testing.T, xdsSrv *xds.Server, topts trust.Options, io
 		cancel()
 		<-done
 	})
-	return &secureCA{dir: filepath.Join(dir, "ca"), store: store, iss: iss, addr: addr, kube: kube}
+	return &secureCA{dir: caDir, store: store, iss: iss, addr: addr, kube: kube}
 }
 
 // rootsFromDisk is what a workload mounts: DIR/root-cert.pem.
