@@ -7,6 +7,10 @@ import "time"
 // traffic-state share.
 type MeshConfig struct {
 	TrustDomain string
+	// TrustDomainAliases are other trust domains whose identities count as
+	// this mesh's in AuthorizationPolicy principals (Istio's
+	// trustDomainAliases).
+	TrustDomainAliases []string
 	// RootNamespace holds mesh-wide Sidecar and PeerAuthentication.
 	RootNamespace string
 	// OutboundRegistryOnly is outboundTrafficPolicy REGISTRY_ONLY; the
@@ -38,7 +42,11 @@ func DefaultMeshConfig() MeshConfig {
 // Hash returns a content hash of the mesh config.
 func (m MeshConfig) Hash() uint64 {
 	h := &Hasher{}
-	h.Str(m.TrustDomain).Str(m.RootNamespace).U64(uint64(m.ConnectTimeout)).F64(m.KeepaliveShare)
+	h.Str(m.TrustDomain)
+	for _, a := range m.TrustDomainAliases {
+		h.Str(a)
+	}
+	h.Str(m.RootNamespace).U64(uint64(m.ConnectTimeout)).F64(m.KeepaliveShare)
 	for _, b := range []bool{m.OutboundRegistryOnly, m.DisableAutoMTLS, m.SDSOverADS} {
 		if b {
 			h.U64(1)
