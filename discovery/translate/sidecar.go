@@ -86,16 +86,14 @@ func (c *Context) workloadPorts(p *proxy.Proxy) []inboundPortInfo {
 			return out
 		}
 	}
-	for _, ip := range p.IPs {
-		for _, inst := range c.Snap.InstancesByIP(ip) {
-			for _, sp := range inst.Service.Ports {
-				n := inst.Endpoint.PortFor(sp)
-				if seen[n] {
-					continue
-				}
-				seen[n] = true
-				out = append(out, inboundPortInfo{port: n, protocol: sp.Protocol, name: sp.Name})
+	for _, inst := range c.claimableInstances(p) {
+		for _, sp := range inst.Service.Ports {
+			n := inst.Endpoint.PortFor(sp)
+			if seen[n] {
+				continue
 			}
+			seen[n] = true
+			out = append(out, inboundPortInfo{port: n, protocol: sp.Protocol, name: sp.Name})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].port < out[j].port })
