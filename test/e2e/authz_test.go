@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +26,8 @@ import (
 	"github.com/sextant-mesh/sextant/ca/issuer"
 	"github.com/sextant-mesh/sextant/ca/spiffe"
 	"github.com/sextant-mesh/sextant/ca/trust"
+	"github.com/sextant-mesh/sextant/discovery/translate"
+	"github.com/sextant-mesh/sextant/internal/adsclient"
 	"github.com/sextant-mesh/sextant/internal/testenv"
 )
 
@@ -281,4 +284,58 @@ func (authzEcho) UnaryCall(context.Context, *testgrpc.SimpleRequest) (*testgrpc.
 
 func (authzEcho) EmptyCall(context.Context, *testgrpc.Empty) (*testgrpc.Empty, error) {
 	return &testgrpc.Empty{}, nil
+}
+
+// TestAuthzInboundClaims: on the secure port, a proxy authenticated in
+// namespace team-a that claims the IP of a default-namespace workload gets
+// no inbound config for it; nor does one of default authenticated as
+// another service account. The workload's own identity does.
+func TestAuthzInboundClaims(t *testing.T) {
+	dir := t.TempDir()
+	testenv.WriteFile(t, filepath.Join(dir, "mesh.yaml"), `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.7.0.1, serviceAccount: reviews}]
+`)
+	env := testenv.Start(t, dir, testenv.Options{})
+	ca := startSecureCA(t, env.Server, trust.Options{})
+	inbound := func(ns, sa string) []string {
+		cert, _ := ca.workloadCert(t, ca.dial(t, nil), ns, sa, bearer(ca.kube.KubeToken(t, ns, sa)))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		c, err := adsclient.Start(ctx, ca.dial(t, &cert), adsclient.Node("10.7.0.1", sa+"-1", ns, "", nil),
+			adsclient.Options{Types: []string{translate.ClusterType}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		testenv.Eventually(t, 5*time.Second, func() string {
+			cls := c.Resources(translate.ClusterType)
+			if cls[translate.InboundPassthroughCluster] == nil {
+				return fmt.Sprintf("%s/%s: CDS not received (stream: %v)", ns, sa, c.Err())
+			}
+			out = nil
+			for name := range cls {
+				if strings.HasPrefix(name, "inbound|") {
+					out = append(out, name)
+				}
+			}
+			return ""
+		})
+		return out
+	}
+	if got := inbound("default", "reviews"); len(got) != 1 || got[0] != "inbound|9080||" {
+		t.Errorf("the workload's own identity: inbound clusters %v, want [inbound|9080||]", got)
+	}
+	if got := inbound("team-a", "intruder"); len(got) != 0 {
+		t.Errorf("team-a claiming default's IP got %v", got)
+	}
+	if got := inbound("default", "ratings"); len(got) != 0 {
+		t.Errorf("another service account of default got %v", got)
+	}
 }
