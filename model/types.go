@@ -271,6 +271,10 @@ const (
 	KindPeerAuthentication    Kind = "PeerAuthentication"
 	KindAuthorizationPolicy   Kind = "AuthorizationPolicy"
 	KindRequestAuthentication Kind = "RequestAuthentication"
+	// KindJWKS is a JSON Web Key Set fetched by Sextant for a
+	// RequestAuthentication's jwksUri: Key.Name is the URI, Spec a
+	// wrapperspb.StringValue with the keys as fetched.
+	KindJWKS Kind = "JWKS"
 )
 
 // ConfigKey identifies a config object.

@@ -8,6 +8,8 @@ import (
 	rbactcp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/sextant-mesh/sextant/model"
 )
 
 func wrapU32(v uint32) *wrapperspb.UInt32Value { return wrapperspb.UInt32(v) }
@@ -25,7 +27,12 @@ type inboundAuthz struct {
 // translation problems once per snapshot.
 func (c *Context) inboundAuthzFor(ns string, labels map[string]string) inboundAuthz {
 	pols := c.authzPoliciesFor(ns, labels)
-	out := inboundAuthz{hash: pols.hash}
+	jwt, jwtHash := c.jwtFilter(ns, labels)
+	out := inboundAuthz{hash: (&model.Hasher{}).U64(pols.hash).U64(jwtHash).Sum()}
+	if jwt != nil {
+		// Authentication first: RBAC matches the payload it publishes.
+		out.http = append(out.http, jwt)
+	}
 	if pols.empty() {
 		return out
 	}
@@ -34,7 +41,7 @@ func (c *Context) inboundAuthzFor(ns string, labels map[string]string) inboundAu
 	for _, e := range append(errs, terrs...) {
 		c.warnOnce("authz\x00"+e.Error(), e)
 	}
-	out.http = httpRBACFilters(hs)
+	out.http = append(out.http, httpRBACFilters(hs)...)
 	out.tcp = tcpRBACFilters(ts)
 	return out
 }
