@@ -5,10 +5,13 @@ import (
 	"testing"
 
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	security "istio.io/api/security/v1beta1"
 
+	"github.com/sextant-mesh/sextant/internal/meshtest"
 	"github.com/sextant-mesh/sextant/model"
 )
 
@@ -184,5 +187,42 @@ func TestKnownConditionKey(t *testing.T) {
 		if got := KnownConditionKey(k); got != want {
 			t.Errorf("KnownConditionKey(%q) = %v, want %v", k, got, want)
 		}
+	}
+}
+
+// Keys fetched by discovery/jwks (a KindJWKS config) are inlined for the
+// jwksUri instead of the key set that refuses every token.
+func TestJWTFetchedKeysInlined(t *testing.T) {
+	agg := model.NewAggregator()
+	if err := meshtest.Load(agg.NewShard("file"), map[string][]byte{"ra.yaml": []byte(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  jwtRules:
+  - {issuer: "https://issuer.example", jwksUri: "https://issuer.example/jwks"}
+`)}); err != nil {
+		t.Fatal(err)
+	}
+	translateJWT := func() (string, []error) {
+		snap, _ := agg.Build()
+		ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
+		f, _ := ctx.jwtFilter("default", nil)
+		cfg := &jwtv3.JwtAuthentication{}
+		if err := f.GetTypedConfig().UnmarshalTo(cfg); err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Providers["origins-0"].GetLocalJwks().GetInlineString(), ctx.Errors()
+	}
+	if got, errs := translateJWT(); got != FailedJWKS || len(errs) != 1 {
+		t.Fatalf("before the fetch: keys %q, errors %v", got, errs)
+	}
+	keys := `{"keys":[{"kty":"oct","kid":"fetched"}]}`
+	sh := agg.NewShard("jwks")
+	sh.Update(func(tx *model.Txn) {
+		tx.SetConfig(&model.Config{Key: model.ConfigKey{Kind: model.KindJWKS, Name: "https://issuer.example/jwks"}, Spec: wrapperspb.String(keys)})
+	})
+	sh.MarkSynced()
+	if got, errs := translateJWT(); got != keys || len(errs) != 0 {
+		t.Fatalf("after the fetch: keys %q, errors %v", got, errs)
 	}
 }

@@ -111,4 +111,6 @@ func (c *Context) jwks(uri string) string {
 // JWTError is a RequestAuthentication problem met while translating.
 type JWTError struct{ RequestAuthentication, Msg string }
 
-func (e *JWTError) Error() string { return "RequestAuthentication " + e.RequestAuthentication + ": " + e.Msg }
+func (e *JWTError) Error() string {
+	return "RequestAuthentication " + e.RequestAuthentication + ": " + e.Msg
+}

@@ -27,9 +27,12 @@ const (
 // "mesh" key) that Sextant reads. Zero fields were not set.
 type MeshSettings struct {
 	// Found is false when the ConfigMap or its key does not exist.
-	Found         bool
-	TrustDomain   string
-	RootNamespace string
+	Found       bool
+	TrustDomain string
+	// TrustDomainAliases count as this mesh's trust domain in
+	// AuthorizationPolicy principals.
+	TrustDomainAliases []string
+	RootNamespace      string
 	// OutboundTrafficPolicy is the mode: "", ALLOW_ANY or REGISTRY_ONLY.
 	OutboundTrafficPolicy string
 	EnableAutoMTLS        *bool
@@ -40,8 +43,9 @@ type MeshSettings struct {
 
 // meshDoc is MeshConfig's YAML, read leniently: unknown fields are fine.
 type meshDoc struct {
-	TrustDomain           string `json:"trustDomain"`
-	RootNamespace         string `json:"rootNamespace"`
+	TrustDomain           string   `json:"trustDomain"`
+	TrustDomainAliases    []string `json:"trustDomainAliases"`
+	RootNamespace         string   `json:"rootNamespace"`
 	OutboundTrafficPolicy *struct {
 		Mode string `json:"mode"`
 	} `json:"outboundTrafficPolicy"`
@@ -56,7 +60,8 @@ func ParseMeshConfig(data string) (MeshSettings, error) {
 	if err := yaml.Unmarshal([]byte(data), &d); err != nil {
 		return MeshSettings{}, fmt.Errorf("mesh config: %w", err)
 	}
-	m := MeshSettings{Found: true, TrustDomain: d.TrustDomain, RootNamespace: d.RootNamespace, EnableAutoMTLS: d.EnableAutoMtls}
+	m := MeshSettings{Found: true, TrustDomain: d.TrustDomain, RootNamespace: d.RootNamespace, EnableAutoMTLS: d.EnableAutoMtls,
+		TrustDomainAliases: d.TrustDomainAliases}
 	if d.OutboundTrafficPolicy != nil {
 		switch mode := strings.ToUpper(d.OutboundTrafficPolicy.Mode); mode {
 		case "", "ALLOW_ANY", "REGISTRY_ONLY":
@@ -89,6 +94,9 @@ func (m MeshSettings) Apply(base model.MeshConfig) model.MeshConfig {
 	}
 	if m.RootNamespace != "" {
 		base.RootNamespace = m.RootNamespace
+	}
+	if len(m.TrustDomainAliases) > 0 {
+		base.TrustDomainAliases = append([]string(nil), m.TrustDomainAliases...)
 	}
 	switch m.OutboundTrafficPolicy {
 	case "REGISTRY_ONLY":
