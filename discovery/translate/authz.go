@@ -285,23 +285,7 @@ func isPermissionKey(k string) bool {
 }
 
 // KnownConditionKey reports whether Sextant translates a `when` key.
-func KnownConditionKey(k string) bool {
-	switch k {
-	case keySourceIP, keyRemoteIP, keySourceNamespace, keySourcePrincipal, keyRequestPrincipal,
-		keyRequestAudiences, keyRequestPresenter, keyDestIP, keyDestPort, keyConnSNI:
-		return true
-	}
-	for _, p := range []string{keyRequestHeaders, keyRequestClaims} {
-		if rest, ok := strings.CutPrefix(k, p); ok {
-			_, err := bracketNames(rest)
-			return err == nil
-		}
-	}
-	if rest, ok := strings.CutPrefix(k, "experimental.envoy.filters."); ok {
-		return strings.Contains(rest, "[") && strings.HasSuffix(rest, "]")
-	}
-	return false
-}
+func KnownConditionKey(k string) bool { return model.AuthzConditionKeySupported(k) }
 
 func (g *ruleGen) generate(r *security.Rule) *rbacv3.Policy {
 	if r == nil {
