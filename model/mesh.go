@@ -27,6 +27,32 @@ type MeshConfig struct {
 	// and trust bundle (ROOTCA) from Sextant over ADS instead of from
 	// istio-agent's local SDS server (the Istio default).
 	SDSOverADS bool
+	// ExtensionProviders are MeshConfig extensionProviders of kind
+	// envoyExtAuthzHttp and envoyExtAuthzGrpc, which CUSTOM
+	// AuthorizationPolicies name.
+	ExtensionProviders []ExtAuthzProvider
+}
+
+// ExtAuthzProvider is an external authorization service.
+type ExtAuthzProvider struct {
+	Name string
+	// GRPC is envoyExtAuthzGrpc; otherwise envoyExtAuthzHttp.
+	GRPC bool
+	// Service is the service host (a FQDN, or ns/host as Istio allows),
+	// Port its port.
+	Service string
+	Port    uint32
+	Timeout time.Duration
+	// FailOpen lets requests through when the service cannot be reached.
+	FailOpen bool
+	// PathPrefix (HTTP) is prepended to the checked request's path.
+	PathPrefix string
+	// IncludeRequestHeadersInCheck (HTTP) are the request headers sent to
+	// the service.
+	IncludeRequestHeadersInCheck []string
+	// StatusOnError is the status sent when the service fails (default
+	// 403).
+	StatusOnError uint32
 }
 
 // DefaultMeshConfig returns Istio's defaults.
@@ -46,7 +72,18 @@ func (m MeshConfig) Hash() uint64 {
 	for _, a := range m.TrustDomainAliases {
 		h.Str(a)
 	}
-	h.Str(m.RootNamespace).U64(uint64(m.ConnectTimeout)).F64(m.KeepaliveShare)
+	h.Str(m.RootNamespace)
+	for _, p := range m.ExtensionProviders {
+		h.Str(p.Name).Str(p.Service).U64(uint64(p.Port)).U64(uint64(p.Timeout)).Str(p.PathPrefix).Strs(p.IncludeRequestHeadersInCheck).U64(uint64(p.StatusOnError))
+		for _, b := range []bool{p.GRPC, p.FailOpen} {
+			if b {
+				h.U64(1)
+			} else {
+				h.U64(0)
+			}
+		}
+	}
+	h.U64(uint64(m.ConnectTimeout)).F64(m.KeepaliveShare)
 	for _, b := range []bool{m.OutboundRegistryOnly, m.DisableAutoMTLS, m.SDSOverADS} {
 		if b {
 			h.U64(1)

@@ -100,8 +100,13 @@ func writeAuthz(w io.Writer, d *dump) error {
 		for _, name := range sortedKeys(r.GetPolicies()) {
 			a := action
 			policy, rule := splitPolicyName(name)
-			if strings.HasSuffix(name, "-deny-due-to-bad-CUSTOM-action") {
-				a = "CUSTOM"
+			custom := strings.HasPrefix(name, "istio-ext-authz-")
+			switch {
+			case strings.HasSuffix(name, "-deny-due-to-bad-CUSTOM-action"):
+				a = "CUSTOM (denied)"
+			case custom:
+				// Shadow rules that select what ext_authz checks.
+				a, dryRun = "CUSTOM (checked)", false
 			}
 			if dryRun {
 				a += " (dry run)"

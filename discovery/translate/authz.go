@@ -113,13 +113,29 @@ const (
 // rbacSet is the RBAC configs for one workload and flavor, in Istio's
 // evaluation order. A nil entry means no filter.
 type rbacSet struct {
-	// custom denies the traffic CUSTOM policies select: Sextant does not
-	// configure external authorization, so it fails closed.
+	// ext are the external authorization checks of CUSTOM policies, per
+	// provider (sorted by name).
+	ext []extAuthzCheck
+	// custom denies the traffic of CUSTOM policies that cannot be sent to
+	// their provider (unknown provider, gRPC servers, an HTTP provider on
+	// TCP): failing closed.
 	custom *rbacv3.RBAC
 	audit  *rbacAction
 	deny   *rbacAction
 	allow  *rbacAction
 }
+
+// extAuthzCheck is one provider's check: the shadow rules whose match
+// makes ext_authz call the provider, and where the provider is.
+type extAuthzCheck struct {
+	provider model.ExtAuthzProvider
+	cluster  string
+	rules    *rbacv3.RBAC
+}
+
+// ExtAuthzClusterFunc finds the cluster of an extension provider's
+// service, or says why there is none.
+type ExtAuthzClusterFunc func(p model.ExtAuthzProvider) (string, error)
 
 // rbacAction is one action's enforced and dry-run rules.
 type rbacAction struct {
@@ -147,20 +163,54 @@ func rbacMatchNever() *rbacv3.Policy {
 
 // buildRBAC translates the policies for one flavor. Problems are returned
 // as errors (each names the policy and rule) and the output fails closed.
-func buildRBAC(pols authzPolicies, mesh model.MeshConfig, f rbacFlavor) (rbacSet, []error) {
+// clusterOf resolves CUSTOM providers' services (nil: none resolve).
+func buildRBAC(pols authzPolicies, mesh model.MeshConfig, f rbacFlavor, clusterOf ExtAuthzClusterFunc) (rbacSet, []error) {
 	b := &rbacBuilder{mesh: mesh, flavor: f}
 	var out rbacSet
-	if len(pols.custom) > 0 {
-		out.custom = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
-		for _, cfg := range pols.custom {
-			ap := cfg.Spec.(*security.AuthorizationPolicy)
-			b.errs = append(b.errs, &AuthzError{Policy: cfg.Key.Namespace + "/" + cfg.Key.Name, Rule: -1,
-				Msg: fmt.Sprintf("action CUSTOM (provider %q): external authorization is not supported; the traffic this policy selects is denied", ap.GetProvider().GetName())})
-			act := b.action(cfg, rbacv3.RBAC_DENY)
-			for name, p := range act {
-				out.custom.Policies[extAuthzPrefix+name+badCustomSuffix] = p
+	ext := map[string]*extAuthzCheck{}
+	for _, cfg := range pols.custom {
+		ap := cfg.Spec.(*security.AuthorizationPolicy)
+		name := ap.GetProvider().GetName()
+		prov, why := findProvider(mesh, name)
+		var cluster string
+		if why == "" && clusterOf != nil {
+			c, err := clusterOf(prov)
+			if err != nil {
+				why = err.Error()
 			}
+			cluster = c
+		} else if why == "" {
+			why = "its service cannot be resolved"
 		}
+		switch {
+		case why != "":
+		case f == flavorGRPC:
+			why = "proxyless gRPC servers have no external authorization"
+		case f == flavorTCP && !prov.GRPC:
+			why = "an HTTP provider cannot check TCP traffic"
+		}
+		if why != "" {
+			b.errs = append(b.errs, &AuthzError{Policy: cfg.Key.Namespace + "/" + cfg.Key.Name, Rule: -1,
+				Msg: fmt.Sprintf("action CUSTOM, provider %q: %s; the traffic this policy selects is denied", name, why)})
+			if out.custom == nil {
+				out.custom = &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}
+			}
+			for n, p := range b.action(cfg, rbacv3.RBAC_DENY) {
+				out.custom.Policies[extAuthzPrefix+n+badCustomSuffix] = p
+			}
+			continue
+		}
+		e := ext[name]
+		if e == nil {
+			e = &extAuthzCheck{provider: prov, cluster: cluster, rules: &rbacv3.RBAC{Action: rbacv3.RBAC_DENY, Policies: map[string]*rbacv3.Policy{}}}
+			ext[name] = e
+		}
+		for n, p := range b.action(cfg, rbacv3.RBAC_DENY) {
+			e.rules.Policies[extAuthzPrefix+n] = p
+		}
+	}
+	for _, n := range sortedMapKeys(ext) {
+		out.ext = append(out.ext, *ext[n])
 	}
 	if f != flavorGRPC {
 		out.audit = b.build(pols.audit, rbacv3.RBAC_LOG)
@@ -168,6 +218,26 @@ func buildRBAC(pols authzPolicies, mesh model.MeshConfig, f rbacFlavor) (rbacSet
 	out.deny = b.build(pols.deny, rbacv3.RBAC_DENY)
 	out.allow = b.build(pols.allow, rbacv3.RBAC_ALLOW)
 	return out, b.errs
+}
+
+// findProvider returns the mesh's extension provider called name, or why
+// there is none.
+func findProvider(mesh model.MeshConfig, name string) (model.ExtAuthzProvider, string) {
+	for _, p := range mesh.ExtensionProviders {
+		if p.Name == name {
+			return p, ""
+		}
+	}
+	return model.ExtAuthzProvider{}, "the mesh config has no extensionProviders entry of that name (envoyExtAuthzHttp or envoyExtAuthzGrpc)"
+}
+
+func sortedMapKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 type rbacBuilder struct {

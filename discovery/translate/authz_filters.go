@@ -1,12 +1,22 @@
 package translate
 
 import (
+	"fmt"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	extauthzhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	rbachttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	extauthztcp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	rbactcp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/sextant-mesh/sextant/model"
@@ -36,11 +46,21 @@ func (c *Context) inboundAuthzFor(ns string, labels map[string]string) inboundAu
 	if pols.empty() {
 		return out
 	}
-	hs, errs := buildRBAC(pols, c.Mesh, flavorHTTP)
-	ts, terrs := buildRBAC(pols, c.Mesh, flavorTCP)
+	hs, errs := buildRBAC(pols, c.Mesh, flavorHTTP, c.extAuthzCluster)
+	ts, terrs := buildRBAC(pols, c.Mesh, flavorTCP, c.extAuthzCluster)
 	for _, e := range append(errs, terrs...) {
 		c.warnOnce("authz\x00"+e.Error(), e)
 	}
+	// Whether a provider's service resolves depends on the snapshot, not
+	// only on the policies.
+	h := (&model.Hasher{}).U64(out.hash)
+	for _, s := range []rbacSet{hs, ts} {
+		for _, e := range s.ext {
+			h.Str(e.cluster).U64(c.Snap.ServiceHash(serviceOfCluster(e.cluster)))
+		}
+		h.U64(uint64(len(s.custom.GetPolicies())))
+	}
+	out.hash = h.Sum()
 	out.http = append(out.http, httpRBACFilters(hs)...)
 	out.tcp = tcpRBACFilters(ts)
 	return out
@@ -53,7 +73,7 @@ func (c *Context) grpcAuthzFilters(ns string, labels map[string]string) ([]*hcmv
 	if pols.empty() {
 		return nil, pols.hash
 	}
-	s, errs := buildRBAC(pols, c.Mesh, flavorGRPC)
+	s, errs := buildRBAC(pols, c.Mesh, flavorGRPC, nil)
 	for _, e := range errs {
 		c.warnOnce("authz\x00"+e.Error(), e)
 	}
@@ -101,6 +121,13 @@ func httpRBACFilters(s rbacSet) []*hcmv3.HttpFilter {
 	if s.custom != nil {
 		out = append(out, httpFilter(RBACHTTPFilter, &rbachttp.RBAC{Rules: s.custom}))
 	}
+	for _, e := range s.ext {
+		// The RBAC filter only evaluates (shadow rules) and records the
+		// matched policy; ext_authz then checks requests that matched.
+		out = append(out,
+			httpFilter(RBACHTTPFilter, &rbachttp.RBAC{ShadowRules: e.rules, ShadowRulesStatPrefix: extAuthzStatPrefix}),
+			httpFilter(ExtAuthzHTTPFilter, extAuthzHTTP(e)))
+	}
 	for _, a := range []*rbacAction{s.audit, s.deny, s.allow} {
 		if a == nil {
 			continue
@@ -119,6 +146,16 @@ func tcpRBACFilters(s rbacSet) []*listenerv3.Filter {
 	if s.custom != nil {
 		add(&rbactcp.RBAC{Rules: s.custom})
 	}
+	for _, e := range s.ext {
+		add(&rbactcp.RBAC{ShadowRules: e.rules, ShadowRulesStatPrefix: extAuthzStatPrefix})
+		out = append(out, &listenerv3.Filter{Name: ExtAuthzNetworkFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAnyOf(&extauthztcp.ExtAuthz{
+			StatPrefix:            rbacTCPStatPrefix,
+			GrpcService:           grpcServiceOf(e),
+			FailureModeAllow:      e.provider.FailOpen,
+			TransportApiVersion:   corev3.ApiVersion_V3,
+			FilterEnabledMetadata: extAuthzEnabled(RBACNetworkFilter),
+		})}})
+	}
 	for _, a := range []*rbacAction{s.audit, s.deny, s.allow} {
 		if a == nil {
 			continue
@@ -126,4 +163,96 @@ func tcpRBACFilters(s rbacSet) []*listenerv3.Filter {
 		add(&rbactcp.RBAC{Rules: a.rules, ShadowRules: a.shadow, ShadowRulesStatPrefix: shadowPrefix(a.shadow)})
 	}
 	return out
+}
+
+// Names and keys of external authorization, as istiod emits them.
+const (
+	ExtAuthzHTTPFilter     = "envoy.filters.http.ext_authz"
+	ExtAuthzNetworkFilter  = "envoy.filters.network.ext_authz"
+	extAuthzStatPrefix     = "istio_ext_authz_"
+	defaultExtAuthzTimeout = 600 * time.Second
+)
+
+// extAuthzEnabled turns ext_authz on for requests whose RBAC shadow rules
+// matched a CUSTOM policy (the effective policy id the RBAC filter records).
+func extAuthzEnabled(rbacFilter string) *matcherv3.MetadataMatcher {
+	return &matcherv3.MetadataMatcher{
+		Filter: rbacFilter,
+		Path:   []*matcherv3.MetadataMatcher_PathSegment{metaKey(extAuthzStatPrefix + "shadow_effective_policy_id")},
+		Value:  stringValue(prefixMatcher(strings.TrimSuffix(extAuthzPrefix, "-"))),
+	}
+}
+
+func providerTimeout(p model.ExtAuthzProvider) *durationpb.Duration {
+	if p.Timeout > 0 {
+		return durationpb.New(p.Timeout)
+	}
+	return durationpb.New(defaultExtAuthzTimeout)
+}
+
+func grpcServiceOf(e extAuthzCheck) *corev3.GrpcService {
+	return &corev3.GrpcService{
+		TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: e.cluster, Authority: serviceOfCluster(e.cluster)}},
+		Timeout:         providerTimeout(e.provider),
+	}
+}
+
+func extAuthzHTTP(e extAuthzCheck) *extauthzhttp.ExtAuthz {
+	cfg := &extauthzhttp.ExtAuthz{
+		TransportApiVersion:   corev3.ApiVersion_V3,
+		FailureModeAllow:      e.provider.FailOpen,
+		FilterEnabledMetadata: extAuthzEnabled(RBACHTTPFilter),
+	}
+	if e.provider.StatusOnError != 0 {
+		cfg.StatusOnError = &typev3.HttpStatus{Code: typev3.StatusCode(e.provider.StatusOnError)}
+	}
+	if e.provider.GRPC {
+		cfg.Services = &extauthzhttp.ExtAuthz_GrpcService{GrpcService: grpcServiceOf(e)}
+		return cfg
+	}
+	hs := &extauthzhttp.HttpService{
+		ServerUri: &corev3.HttpUri{
+			Uri:              "http://" + serviceOfCluster(e.cluster),
+			HttpUpstreamType: &corev3.HttpUri_Cluster{Cluster: e.cluster},
+			Timeout:          providerTimeout(e.provider),
+		},
+		PathPrefix: e.provider.PathPrefix,
+	}
+	if len(e.provider.IncludeRequestHeadersInCheck) > 0 {
+		var pats []*matcherv3.StringMatcher
+		for _, h := range e.provider.IncludeRequestHeadersInCheck {
+			m := stringMatcherWithPrefix(h, "")
+			m.IgnoreCase = true
+			pats = append(pats, m)
+		}
+		cfg.AllowedHeaders = &matcherv3.ListStringMatcher{Patterns: pats}
+	}
+	cfg.Services = &extauthzhttp.ExtAuthz_HttpService{HttpService: hs}
+	return cfg
+}
+
+// serviceOfCluster is the host of an outbound cluster name.
+func serviceOfCluster(name string) string {
+	_, _, host, err := ParseClusterName(name)
+	if err != nil {
+		return ""
+	}
+	return host
+}
+
+// extAuthzCluster resolves a provider's service as Istio does: a FQDN or
+// "namespace/host"; the service and its port must be in the mesh.
+func (c *Context) extAuthzCluster(p model.ExtAuthzProvider) (string, error) {
+	host := p.Service
+	if _, h, ok := strings.Cut(host, "/"); ok {
+		host = h
+	}
+	svc := c.Snap.Service(host)
+	if svc == nil {
+		return "", fmt.Errorf("service %q is not in the mesh", p.Service)
+	}
+	if _, ok := svc.Port(p.Port); !ok {
+		return "", fmt.Errorf("service %q has no port %d", p.Service, p.Port)
+	}
+	return ClusterName(p.Port, "", svc.Hostname), nil
 }

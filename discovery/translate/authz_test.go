@@ -4,8 +4,11 @@ import (
 	"strings"
 	"testing"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	extauthzhttp "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -30,7 +33,7 @@ func errStrings(errs []error) string {
 func TestRBACEmptyPolicyDeniesAllowsNothing(t *testing.T) {
 	pols := authzPolicies{allow: []*model.Config{apConfig("default", "deny-all", &security.AuthorizationPolicy{})}}
 	for _, f := range []rbacFlavor{flavorHTTP, flavorTCP, flavorGRPC} {
-		s, errs := buildRBAC(pols, model.DefaultMeshConfig(), f)
+		s, errs := buildRBAC(pols, model.DefaultMeshConfig(), f, nil)
 		if len(errs) != 0 {
 			t.Fatalf("flavor %d: errors %v", f, errs)
 		}
@@ -56,7 +59,7 @@ func TestRBACHTTPFieldsOnTCP(t *testing.T) {
 		allow: []*model.Config{apConfig("default", "get", &security.AuthorizationPolicy{Rules: []*security.Rule{rule}})},
 		deny:  []*model.Config{apConfig("default", "no-get", &security.AuthorizationPolicy{Action: security.AuthorizationPolicy_DENY, Rules: []*security.Rule{rule}})},
 	}
-	s, errs := buildRBAC(pols, model.DefaultMeshConfig(), flavorTCP)
+	s, errs := buildRBAC(pols, model.DefaultMeshConfig(), flavorTCP, nil)
 	if len(errs) != 0 {
 		t.Fatalf("HTTP-only fields on TCP are Istio's documented behaviour, not errors: %v", errs)
 	}
@@ -72,7 +75,7 @@ func TestRBACHTTPFieldsOnTCP(t *testing.T) {
 		t.Errorf("DENY on TCP should match any request: %s", diff)
 	}
 	// On HTTP both rules keep the method.
-	hs, _ := buildRBAC(pols, model.DefaultMeshConfig(), flavorHTTP)
+	hs, _ := buildRBAC(pols, model.DefaultMeshConfig(), flavorHTTP, nil)
 	if len(hs.allow.rules.Policies) != 1 {
 		t.Errorf("ALLOW on HTTP lost its rule")
 	}
@@ -90,7 +93,7 @@ func TestRBACGRPCFailsClosed(t *testing.T) {
 		allow: []*model.Config{apConfig("default", "jwt", &security.AuthorizationPolicy{Rules: []*security.Rule{rule}})},
 		deny:  []*model.Config{apConfig("default", "jwt-deny", &security.AuthorizationPolicy{Action: security.AuthorizationPolicy_DENY, Rules: []*security.Rule{rule}})},
 	}
-	s, errs := buildRBAC(pols, model.DefaultMeshConfig(), flavorGRPC)
+	s, errs := buildRBAC(pols, model.DefaultMeshConfig(), flavorGRPC, nil)
 	if len(errs) != 2 {
 		t.Fatalf("want 2 reported problems, got:\n%s", errStrings(errs))
 	}
@@ -112,7 +115,7 @@ func TestRBACCustomWithoutProviderDenies(t *testing.T) {
 		Action: security.AuthorizationPolicy_CUSTOM, ActionDetail: &security.AuthorizationPolicy_Provider{Provider: &security.AuthorizationPolicy_ExtensionProvider{Name: "opa"}},
 		Rules: []*security.Rule{{}},
 	})}}
-	s, errs := buildRBAC(pols, model.DefaultMeshConfig(), flavorHTTP)
+	s, errs := buildRBAC(pols, model.DefaultMeshConfig(), flavorHTTP, nil)
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "denied") {
 		t.Fatalf("want one report, got %v", errs)
 	}
@@ -224,5 +227,123 @@ spec:
 	sh.MarkSynced()
 	if got, errs := translateJWT(); got != keys || len(errs) != 0 {
 		t.Fatalf("after the fetch: keys %q, errors %v", got, errs)
+	}
+}
+
+// CUSTOM with mesh extensionProviders: RBAC shadow rules select what
+// ext_authz checks, per provider; an unknown provider, and an HTTP
+// provider on a TCP chain, deny instead.
+func TestCustomExtAuthz(t *testing.T) {
+	snap := meshtest.FromYAML(t, map[string][]byte{"mesh.yaml": []byte(`apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}, {number: 3306, name: tcp, protocol: TCP}]
+  endpoints: [{address: 10.1.0.1, labels: {app: reviews}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: authz, namespace: istio-system}
+spec:
+  hosts: [authz.istio-system.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8000, name: http, protocol: HTTP}, {number: 9000, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 10.5.0.1}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: http-check, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: CUSTOM
+  provider: {name: http-authz}
+  rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: grpc-check, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: CUSTOM
+  provider: {name: grpc-authz}
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: unknown-check, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: CUSTOM
+  provider: {name: nobody}
+  rules: [{to: [{operation: {ports: ["9080"]}}]}]
+`)})
+	mesh := model.DefaultMeshConfig()
+	mesh.ExtensionProviders = []model.ExtAuthzProvider{
+		{Name: "http-authz", Service: "authz.istio-system.svc.cluster.local", Port: 8000, PathPrefix: "/check", IncludeRequestHeadersInCheck: []string{"x-user"}},
+		{Name: "grpc-authz", GRPC: true, Service: "istio-system/authz.istio-system.svc.cluster.local", Port: 9000, FailOpen: true},
+	}
+	ctx := NewContext(snap, mesh, NewCache())
+	p := testProxyIP(t, "10.1.0.1", "reviews", "default", "", map[string]string{"app": "reviews"})
+	vi := ctx.Resources(p, ListenerType).Get(VirtualInbound)
+	if vi == nil {
+		t.Fatal("no virtualInbound")
+	}
+	l := vi.Msg.(*listenerv3.Listener)
+	if err := l.ValidateAll(); err != nil {
+		t.Fatalf("virtualInbound fails ValidateAll: %v", err)
+	}
+	chain := func(name string) *listenerv3.FilterChain {
+		for _, fc := range l.FilterChains {
+			if fc.Name == name {
+				return fc
+			}
+		}
+		t.Fatalf("no chain %s", name)
+		return nil
+	}
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := chain("inbound|9080||").Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range hcm.HttpFilters {
+		names = append(names, f.Name)
+	}
+	want := []string{RBACHTTPFilter, RBACHTTPFilter, ExtAuthzHTTPFilter, RBACHTTPFilter, ExtAuthzHTTPFilter, CorsFilter, FaultFilter, RouterFilter}
+	if diff := cmp.Diff(want, names); diff != "" {
+		t.Errorf("HTTP filters (-want +got):\n%s", diff)
+	}
+	// grpc-authz sorts first.
+	ea := &extauthzhttp.ExtAuthz{}
+	if err := hcm.HttpFilters[2].GetTypedConfig().UnmarshalTo(ea); err != nil {
+		t.Fatal(err)
+	}
+	if ea.GetGrpcService().GetEnvoyGrpc().GetClusterName() != "outbound|9000||authz.istio-system.svc.cluster.local" || !ea.GetFailureModeAllow() {
+		t.Errorf("grpc ext_authz = %v", ea)
+	}
+	if err := hcm.HttpFilters[4].GetTypedConfig().UnmarshalTo(ea); err != nil {
+		t.Fatal(err)
+	}
+	if ea.GetHttpService().GetServerUri().GetCluster() != "outbound|8000||authz.istio-system.svc.cluster.local" || ea.GetHttpService().GetPathPrefix() != "/check" {
+		t.Errorf("http ext_authz = %v", ea)
+	}
+	var tcpNames []string
+	for _, f := range chain("inbound|3306||").Filters {
+		tcpNames = append(tcpNames, f.Name)
+	}
+	// The unknown and the HTTP provider deny (one RBAC), the gRPC provider
+	// checks.
+	if diff := cmp.Diff([]string{RBACNetworkFilter, RBACNetworkFilter, ExtAuthzNetworkFilter, "envoy.filters.network.tcp_proxy"}, tcpNames); diff != "" {
+		t.Errorf("TCP filters (-want +got):\n%s", diff)
+	}
+	errs := errStrings(ctx.Errors())
+	for _, w := range []string{`provider "nobody": the mesh config has no extensionProviders entry`, `provider "http-authz": an HTTP provider cannot check TCP traffic`} {
+		if !strings.Contains(errs, w) {
+			t.Errorf("missing report %q in:\n%s", w, errs)
+		}
 	}
 }

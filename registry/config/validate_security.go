@@ -40,8 +40,6 @@ func validateAuthorizationPolicy(oe *objectErrors, ap *security.AuthorizationPol
 		oe.add("spec.provider.name", "action CUSTOM requires a provider")
 	case !custom && ap.GetProvider() != nil:
 		oe.add("spec.provider", "provider can only be used with action CUSTOM")
-	case custom:
-		oe.warn("spec.action", "CUSTOM: Sextant does not configure external authorization (provider %q); the traffic this policy selects is denied", ap.GetProvider().GetName())
 	}
 	for i, r := range ap.GetRules() {
 		f := idx("spec.rules", i)

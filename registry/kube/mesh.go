@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -33,6 +34,8 @@ type MeshSettings struct {
 	// AuthorizationPolicy principals.
 	TrustDomainAliases []string
 	RootNamespace      string
+	// ExtensionProviders are the envoyExtAuthzHttp/Grpc providers.
+	ExtensionProviders []model.ExtAuthzProvider
 	// OutboundTrafficPolicy is the mode: "", ALLOW_ANY or REGISTRY_ONLY.
 	OutboundTrafficPolicy string
 	EnableAutoMTLS        *bool
@@ -52,6 +55,21 @@ type meshDoc struct {
 	EnableAutoMtls     *bool                  `json:"enableAutoMtls"`
 	ConnectTimeout     string                 `json:"connectTimeout"`
 	DiscoverySelectors []metav1.LabelSelector `json:"discoverySelectors"`
+	ExtensionProviders []struct {
+		Name              string       `json:"name"`
+		EnvoyExtAuthzHTTP *extAuthzDoc `json:"envoyExtAuthzHttp"`
+		EnvoyExtAuthzGRPC *extAuthzDoc `json:"envoyExtAuthzGrpc"`
+	} `json:"extensionProviders"`
+}
+
+type extAuthzDoc struct {
+	Service                      string   `json:"service"`
+	Port                         uint32   `json:"port"`
+	Timeout                      string   `json:"timeout"`
+	FailOpen                     bool     `json:"failOpen"`
+	PathPrefix                   string   `json:"pathPrefix"`
+	IncludeRequestHeadersInCheck []string `json:"includeRequestHeadersInCheck"`
+	StatusOnError                string   `json:"statusOnError"`
 }
 
 // ParseMeshConfig reads MeshConfig YAML (the ConfigMap's mesh key).
@@ -77,6 +95,35 @@ func ParseMeshConfig(data string) (MeshSettings, error) {
 		}
 		m.ConnectTimeout = t
 	}
+	for i, ep := range d.ExtensionProviders {
+		doc, grpc := ep.EnvoyExtAuthzHTTP, false
+		if doc == nil {
+			doc, grpc = ep.EnvoyExtAuthzGRPC, true
+		}
+		if doc == nil {
+			continue // other provider kinds (tracing, logging) are not used here
+		}
+		p := model.ExtAuthzProvider{Name: ep.Name, GRPC: grpc, Service: doc.Service, Port: doc.Port, FailOpen: doc.FailOpen,
+			PathPrefix: doc.PathPrefix, IncludeRequestHeadersInCheck: doc.IncludeRequestHeadersInCheck}
+		if ep.Name == "" || doc.Service == "" || doc.Port == 0 {
+			return MeshSettings{}, fmt.Errorf("mesh config: extensionProviders[%d]: name, service and port are required", i)
+		}
+		if doc.Timeout != "" {
+			t, err := time.ParseDuration(doc.Timeout)
+			if err != nil || t <= 0 {
+				return MeshSettings{}, fmt.Errorf("mesh config: extensionProviders[%d].timeout %q: want a positive duration", i, doc.Timeout)
+			}
+			p.Timeout = t
+		}
+		if doc.StatusOnError != "" {
+			n, err := strconv.ParseUint(doc.StatusOnError, 10, 32)
+			if err != nil || n < 100 || n > 599 {
+				return MeshSettings{}, fmt.Errorf("mesh config: extensionProviders[%d].statusOnError %q: want an HTTP status", i, doc.StatusOnError)
+			}
+			p.StatusOnError = uint32(n)
+		}
+		m.ExtensionProviders = append(m.ExtensionProviders, p)
+	}
 	for i := range d.DiscoverySelectors {
 		s, err := metav1.LabelSelectorAsSelector(&d.DiscoverySelectors[i])
 		if err != nil {
@@ -94,6 +141,9 @@ func (m MeshSettings) Apply(base model.MeshConfig) model.MeshConfig {
 	}
 	if m.RootNamespace != "" {
 		base.RootNamespace = m.RootNamespace
+	}
+	if len(m.ExtensionProviders) > 0 {
+		base.ExtensionProviders = append([]model.ExtAuthzProvider(nil), m.ExtensionProviders...)
 	}
 	if len(m.TrustDomainAliases) > 0 {
 		base.TrustDomainAliases = append([]string(nil), m.TrustDomainAliases...)
