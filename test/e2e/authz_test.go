@@ -200,6 +200,16 @@ spec:
 		return expect("client-a", a.unary(), codes.OK) + expect(" client-b", b.unary(), codes.PermissionDenied)
 	})
 
+	// What the server was sent, as config_dump (and sextantctl authz check)
+	// show it: its inbound listener, mTLS from provider "default", and the
+	// ALLOW rule under istiod's gRPC name.
+	dump := env.Get(t, "/debug/config_dump?proxyID=server.default")
+	for _, want := range []string{fmt.Sprintf("xds.istio.io/grpc/lds/inbound/127.0.0.1:%d", port), `"instanceName": "default"`, "default-allow-one-0", `"requireClientCertificate": true`} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("server's config_dump lacks %s:\n%.3000s", want, dump)
+		}
+	}
+
 	t.Run("deny one method", func(t *testing.T) {
 		writePolicy(allowOnly("client-a") + `---
 apiVersion: security.istio.io/v1
