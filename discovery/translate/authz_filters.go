@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/sextant-mesh/sextant/discovery/proxy"
 	"github.com/sextant-mesh/sextant/model"
 )
 
@@ -33,9 +34,20 @@ type inboundAuthz struct {
 	hash uint64
 }
 
-// inboundAuthzFor builds p's workload's access control filters, recording
-// translation problems once per snapshot.
-func (c *Context) inboundAuthzFor(ns string, labels map[string]string) inboundAuthz {
+// inboundAuthzFor returns the access control filters of p's workload,
+// built once per snapshot for every namespace and label set (sidecars of
+// one workload share them), recording translation problems once.
+func (c *Context) inboundAuthzFor(p *proxy.Proxy) inboundAuthz {
+	key := p.Namespace + "\x00" + p.LabelsKey()
+	if v, ok := c.authz.Load(key); ok {
+		return v.(inboundAuthz)
+	}
+	out := c.buildInboundAuthz(p.Namespace, p.Labels)
+	c.authz.Store(key, out)
+	return out
+}
+
+func (c *Context) buildInboundAuthz(ns string, labels map[string]string) inboundAuthz {
 	pols := c.authzPoliciesFor(ns, labels)
 	jwt, jwtHash := c.jwtFilter(ns, labels)
 	out := inboundAuthz{hash: (&model.Hasher{}).U64(pols.hash).U64(jwtHash).Sum()}

@@ -257,7 +257,7 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 	ports := c.workloadPorts(p)
 	modes, modesHash := c.inboundModes(p, ports)
 	pass := c.workloadMode(p)
-	authz := c.inboundAuthzFor(p.Namespace, p.Labels)
+	authz := c.inboundAuthzFor(p)
 	ih := &model.Hasher{}
 	ih.U64(modesHash).U64(c.meshHash).U64(uint64(pass)).U64(authz.hash)
 	for _, ip := range ports {
