@@ -562,6 +562,10 @@ func (g *ruleGen) permission(key, v string) *rbacv3.Permission {
 		}
 		return &rbacv3.Permission{Rule: &rbacv3.Permission_DestinationIp{DestinationIp: cidr}}
 	case key == keyConnSNI:
+		// grpc-go matches requested_server_name against "" only.
+		if g.notForGRPC(key) {
+			return nil
+		}
 		return &rbacv3.Permission{Rule: &rbacv3.Permission_RequestedServerName{RequestedServerName: stringMatcherWithPrefix(v, "")}}
 	case strings.HasPrefix(key, keyEnvoyFilter):
 		if g.notForGRPC(key) {

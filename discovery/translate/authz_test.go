@@ -347,3 +347,19 @@ spec:
 		}
 	}
 }
+
+// grpc-go evaluates connection.sni against "" only: a DENY on it would
+// never apply, so for proxyless servers the condition is dropped (the DENY
+// rule matches more) and reported.
+func TestRBACGRPCNoSNI(t *testing.T) {
+	rule := &security.Rule{When: []*security.Condition{{Key: "connection.sni", Values: []string{"a.example.com"}}}}
+	pols := authzPolicies{deny: []*model.Config{apConfig("default", "sni", &security.AuthorizationPolicy{Action: security.AuthorizationPolicy_DENY, Rules: []*security.Rule{rule}})}}
+	s, errs := buildRBAC(pols, model.DefaultMeshConfig(), flavorGRPC, nil)
+	if len(errs) != 1 {
+		t.Fatalf("errors = %v", errs)
+	}
+	want := &rbacv3.Permission{Rule: &rbacv3.Permission_AndRules{AndRules: &rbacv3.Permission_Set{Rules: []*rbacv3.Permission{permAny()}}}}
+	if diff := cmp.Diff(want, s.deny.rules.Policies["default-sni-0"].Permissions[0], protocmp.Transform()); diff != "" {
+		t.Errorf("DENY on SNI for gRPC should match any request: %s", diff)
+	}
+}
