@@ -235,6 +235,33 @@ spec:
 		})
 	})
 
+	t.Run("CUSTOM with an unknown provider fails closed", func(t *testing.T) {
+		writePolicy(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: default}
+spec:
+  selector: {matchLabels: {app: server}}
+  action: CUSTOM
+  provider: {name: nobody}
+  rules:
+  - to:
+    - operation: {paths: [/grpc.testing.TestService/UnaryCall]}
+`)
+		testenv.Eventually(t, converge, func() string {
+			return expect("client-a UnaryCall", a.unary(), codes.PermissionDenied) + expect(" client-a EmptyCall", a.empty(), codes.OK)
+		})
+		var ce struct {
+			Translation []string `json:"translation"`
+		}
+		env.GetJSON(t, "/debug/config_errors", &ce)
+		if !strings.Contains(strings.Join(ce.Translation, "\n"), `AuthorizationPolicy default/ext: action CUSTOM, provider "nobody"`) {
+			t.Errorf("/debug/config_errors does not report the policy: %v", ce.Translation)
+		}
+		if m := env.Get(t, "/metrics"); !strings.Contains(m, "sextant_translate_errors 1") {
+			t.Errorf("sextant_translate_errors is not 1")
+		}
+	})
+
 	t.Run("remove the policy", func(t *testing.T) {
 		if err := os.Remove(filepath.Join(dir, "policy.yaml")); err != nil {
 			t.Fatal(err)
