@@ -6,13 +6,20 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -375,4 +382,89 @@ spec:
 	if got := inbound("default", "ratings"); len(got) != 0 {
 		t.Errorf("another service account of default got %v", got)
 	}
+}
+
+// TestAuthzJWKSFetched: a RequestAuthentication's jwksUri is fetched by
+// Sextant (the fetcher serve runs) and its keys reach the sidecar inlined in
+// jwt_authn. Until a fetch succeeds the sidecar gets keys that refuse every
+// token. (Refresh and retry timing are unit-tested in discovery/jwks.)
+func TestAuthzJWKSFetched(t *testing.T) {
+	var keys atomic.Value
+	keys.Store(`{"keys":[{"kty":"oct","kid":"first"}]}`)
+	var up atomic.Bool
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !up.Load() {
+			http.Error(w, "starting", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, keys.Load().(string))
+	}))
+	defer jwks.Close()
+	dir := t.TempDir()
+	testenv.WriteFile(t, filepath.Join(dir, "mesh.yaml"), `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.7.0.2, labels: {app: reviews}}]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: default}
+spec:
+  jwtRules:
+  - {issuer: "https://issuer.example", jwksUri: "`+jwks.URL+`/keys"}
+`)
+	env := testenv.Start(t, dir, testenv.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := adsclient.Start(ctx, dial(t, env.Addr), adsclient.Node("10.7.0.2", "reviews", "default", "", map[string]string{"app": "reviews"}), adsclient.Options{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inlined := func() string {
+		a := c.Resources(translate.ListenerType)[translate.VirtualInbound]
+		if a == nil {
+			return ""
+		}
+		l := &listenerv3.Listener{}
+		if err := a.UnmarshalTo(l); err != nil {
+			t.Fatal(err)
+		}
+		for _, fc := range l.GetFilterChains() {
+			if fc.GetName() != "inbound|9080||" {
+				continue
+			}
+			hcm := &hcmv3.HttpConnectionManager{}
+			if err := fc.GetFilters()[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range hcm.GetHttpFilters() {
+				if f.GetName() == translate.JWTAuthnFilter {
+					j := &jwtv3.JwtAuthentication{}
+					if err := f.GetTypedConfig().UnmarshalTo(j); err != nil {
+						t.Fatal(err)
+					}
+					return j.GetProviders()["origins-0"].GetLocalJwks().GetInlineString()
+				}
+			}
+		}
+		return ""
+	}
+	testenv.Eventually(t, 10*time.Second, func() string {
+		if got := inlined(); got != translate.FailedJWKS {
+			return "before the provider answers, want the key set that refuses tokens; got " + got
+		}
+		return ""
+	})
+	up.Store(true)
+	testenv.Eventually(t, 30*time.Second, func() string {
+		if got := inlined(); !strings.Contains(got, `"kid":"first"`) {
+			return "fetched keys not pushed yet; got " + got
+		}
+		return ""
+	})
 }
