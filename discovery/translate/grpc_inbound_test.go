@@ -145,3 +145,28 @@ func TestInboundClaims(t *testing.T) {
 		t.Errorf("a proxy authenticated as another service account got %v", got)
 	}
 }
+
+// gRPC cannot serve PERMISSIVE on one port: as istiod, plaintext, unless
+// the workload is labelled for auto mTLS (clients then use mTLS).
+func TestGRPCInboundPermissive(t *testing.T) {
+	mesh := strings.Replace(grpcServerMesh, "mtls: {mode: STRICT}", "mtls: {mode: PERMISSIVE}", 1)
+	for _, c := range []struct {
+		labels string
+		want   string
+	}{
+		{"{app: echo}", "inbound-plaintext"},
+		{"{app: echo, security.istio.io/tlsMode: istio}", "inbound-mtls"},
+	} {
+		in := strings.Replace(mesh, "labels: {app: echo}}", "labels: "+c.labels+"}", 1)
+		snap := meshtest.FromYAML(t, map[string][]byte{"mesh.yaml": []byte(in)})
+		ctx := NewContext(snap, model.DefaultMeshConfig(), NewCache())
+		l := grpcInboundFor(t, ctx, "10.1.0.1", "default", GRPCInboundPrefix+"10.1.0.1:17070")
+		if l == nil {
+			t.Fatal("no listener")
+		}
+		fc := l.FilterChains[0]
+		if fc.Name != c.want || (fc.TransportSocket != nil) != (c.want == "inbound-mtls") {
+			t.Errorf("labels %s: chain %s (TLS %v), want %s", c.labels, fc.Name, fc.TransportSocket != nil, c.want)
+		}
+	}
+}
