@@ -7,6 +7,10 @@ import "time"
 // traffic-state share.
 type MeshConfig struct {
 	TrustDomain string
+	// TrustDomainAliases are other trust domains whose identities count as
+	// this mesh's in AuthorizationPolicy principals (Istio's
+	// trustDomainAliases).
+	TrustDomainAliases []string
 	// RootNamespace holds mesh-wide Sidecar and PeerAuthentication.
 	RootNamespace string
 	// OutboundRegistryOnly is outboundTrafficPolicy REGISTRY_ONLY; the
@@ -23,6 +27,32 @@ type MeshConfig struct {
 	// and trust bundle (ROOTCA) from Sextant over ADS instead of from
 	// istio-agent's local SDS server (the Istio default).
 	SDSOverADS bool
+	// ExtensionProviders are MeshConfig extensionProviders of kind
+	// envoyExtAuthzHttp and envoyExtAuthzGrpc, which CUSTOM
+	// AuthorizationPolicies name.
+	ExtensionProviders []ExtAuthzProvider
+}
+
+// ExtAuthzProvider is an external authorization service.
+type ExtAuthzProvider struct {
+	Name string
+	// GRPC is envoyExtAuthzGrpc; otherwise envoyExtAuthzHttp.
+	GRPC bool
+	// Service is the service host (a FQDN, or ns/host as Istio allows),
+	// Port its port.
+	Service string
+	Port    uint32
+	Timeout time.Duration
+	// FailOpen lets requests through when the service cannot be reached.
+	FailOpen bool
+	// PathPrefix (HTTP) is prepended to the checked request's path.
+	PathPrefix string
+	// IncludeRequestHeadersInCheck (HTTP) are the request headers sent to
+	// the service.
+	IncludeRequestHeadersInCheck []string
+	// StatusOnError is the status sent when the service fails (default
+	// 403).
+	StatusOnError uint32
 }
 
 // DefaultMeshConfig returns Istio's defaults.
@@ -38,7 +68,22 @@ func DefaultMeshConfig() MeshConfig {
 // Hash returns a content hash of the mesh config.
 func (m MeshConfig) Hash() uint64 {
 	h := &Hasher{}
-	h.Str(m.TrustDomain).Str(m.RootNamespace).U64(uint64(m.ConnectTimeout)).F64(m.KeepaliveShare)
+	h.Str(m.TrustDomain)
+	for _, a := range m.TrustDomainAliases {
+		h.Str(a)
+	}
+	h.Str(m.RootNamespace)
+	for _, p := range m.ExtensionProviders {
+		h.Str(p.Name).Str(p.Service).U64(uint64(p.Port)).U64(uint64(p.Timeout)).Str(p.PathPrefix).Strs(p.IncludeRequestHeadersInCheck).U64(uint64(p.StatusOnError))
+		for _, b := range []bool{p.GRPC, p.FailOpen} {
+			if b {
+				h.U64(1)
+			} else {
+				h.U64(0)
+			}
+		}
+	}
+	h.U64(uint64(m.ConnectTimeout)).F64(m.KeepaliveShare)
 	for _, b := range []bool{m.OutboundRegistryOnly, m.DisableAutoMTLS, m.SDSOverADS} {
 		if b {
 			h.U64(1)

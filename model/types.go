@@ -274,6 +274,10 @@ const (
 	// KindTelemetry is telemetry.istio.io Telemetry (metrics overrides and
 	// access logging; tracing is not applied).
 	KindTelemetry Kind = "Telemetry"
+	// KindJWKS is a JSON Web Key Set fetched by Sextant for a
+	// RequestAuthentication's jwksUri: Key.Name is the URI, Spec a
+	// wrapperspb.StringValue with the keys as fetched.
+	KindJWKS Kind = "JWKS"
 )
 
 // ConfigKey identifies a config object.

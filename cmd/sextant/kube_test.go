@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -81,7 +82,7 @@ current-context: c
 	// The mesh ConfigMap cannot be read: flags and defaults apply.
 	base := model.DefaultMeshConfig()
 	got, err := parseKubeFlags(t, "--kubeconfig", kc).meshConfig(context.Background(), base, log)
-	if err != nil || got != base {
+	if err != nil || !reflect.DeepEqual(got, base) {
 		t.Errorf("meshConfig without an API server: %+v %v", got, err)
 	}
 }

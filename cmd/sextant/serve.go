@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/sextant-mesh/sextant/api/debug"
+	"github.com/sextant-mesh/sextant/discovery/jwks"
 	"github.com/sextant-mesh/sextant/discovery/xds"
 	"github.com/sextant-mesh/sextant/internal/grpclite"
 	"github.com/sextant-mesh/sextant/model"
@@ -183,6 +184,10 @@ func runServe(ctx context.Context, o *serveOptions) error {
 			return set(ctx, namespace, host, selector, state)
 		},
 	})
+
+	// RequestAuthentication jwksUris: fetched here and inlined, as istiod
+	// does, so sidecars never reach identity providers themselves.
+	runners = append(runners, jwks.New(agg.NewShard(jwks.ShardName), srv.Snapshot, jwks.Options{Logger: log}).Run)
 
 	if os.Getenv("GOGC") == "" {
 		// Most of the heap is long-lived per-proxy state; collecting at

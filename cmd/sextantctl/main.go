@@ -122,6 +122,7 @@ Proxies are named <pod>.<namespace>, as in istioctl.`,
 	root.AddCommand(
 		newProxyStatusCommand(e, g),
 		newProxyConfigCommand(e, g),
+		newAuthzCommand(e, g),
 		newAnalyzeCommand(e),
 		newVersionCommand(e, g),
 		newPushLogCommand(e, g),

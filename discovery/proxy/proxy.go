@@ -60,6 +60,12 @@ type Proxy struct {
 	HasProxyConfig bool
 	// InterceptionNone disables the capture listeners (INTERCEPTION_MODE=NONE).
 	InterceptionNone bool
+	// Authenticated is set by the xDS server, before the proxy is used,
+	// for streams on the secure port: the proxy proved it runs as
+	// Namespace/VerifiedServiceAccount. It then gets inbound config only
+	// for instances of that service account.
+	Authenticated          bool
+	VerifiedServiceAccount string
 	// metadata is the raw node metadata, kept encoded: it is only read
 	// for debug output, and thousands of decoded Struct trees are a large
 	// share of the per-proxy memory.
@@ -212,6 +218,9 @@ func ScopeFor(p *Proxy, snap *model.Snapshot, labelsMatter bool) Scope {
 		// addresses (and ingress scoping on its labels).
 		s.Workload = strings.Join(p.IPs, ",") + "|" + p.LabelsKey()
 		s.IstioProxy = p.IstioVersion != ""
+		if p.Authenticated {
+			s.Workload += "|sa=" + p.VerifiedServiceAccount
+		}
 	}
 	return s
 }

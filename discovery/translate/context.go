@@ -72,6 +72,7 @@ type Context struct {
 	scopes map[proxy.Scope]*scopeResult
 	eds    sync.Map // edsKey -> *edsEntry
 	sans   sync.Map // hostname -> []string
+	authz  sync.Map // namespace + labels -> inboundAuthz
 	warned sync.Map
 	errs   []error
 }

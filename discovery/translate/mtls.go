@@ -278,6 +278,14 @@ func (c *Context) inboundModes(p *proxy.Proxy, ports []inboundPortInfo) (map[uin
 	return out, h.Sum()
 }
 
+// workloadMode is the workload-level mTLS mode (without port-level
+// settings), which governs virtualInbound's passthrough chains.
+func (c *Context) workloadMode(p *proxy.Proxy) mtlsMode {
+	// Port 0 never carries a portLevelMtls entry (validation rejects it).
+	m, _ := c.inboundModes(p, []inboundPortInfo{{port: 0}})
+	return m[0]
+}
+
 // downstreamMTLS is the server side of mesh mTLS on inbound chains: the
 // workload certificate, client certificates required and verified against
 // the trust bundle.

@@ -88,16 +88,14 @@ func (c *Context) workloadPorts(p *proxy.Proxy) []inboundPortInfo {
 			return out
 		}
 	}
-	for _, ip := range p.IPs {
-		for _, inst := range c.Snap.InstancesByIP(ip) {
-			for _, sp := range inst.Service.Ports {
-				n := inst.Endpoint.PortFor(sp)
-				if seen[n] {
-					continue
-				}
-				seen[n] = true
-				out = append(out, inboundPortInfo{port: n, protocol: sp.Protocol, name: sp.Name})
+	for _, inst := range c.claimableInstances(p) {
+		for _, sp := range inst.Service.Ports {
+			n := inst.Endpoint.PortFor(sp)
+			if seen[n] {
+				continue
 			}
+			seen[n] = true
+			out = append(out, inboundPortInfo{port: n, protocol: sp.Protocol, name: sp.Name})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].port < out[j].port })
@@ -285,12 +283,16 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 	})
 	ports := c.workloadPorts(p)
 	modes, modesHash := c.inboundModes(p, ports)
+	pass := c.workloadMode(p)
+	authz := c.inboundAuthzFor(p)
 	ih := &model.Hasher{}
-	ih.U64(modesHash).U64(c.meshHash)
+	ih.U64(modesHash).U64(c.meshHash).U64(uint64(pass)).U64(authz.hash)
 	for _, ip := range ports {
 		ih.U64(uint64(ip.port)).Str(string(ip.protocol))
 	}
-	c.add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message { return virtualInboundListener(c.Mesh, ports, modes) })
+	c.add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message {
+		return virtualInboundListener(c.Mesh, ports, modes, pass, authz)
+	})
 	return ls, rs
 }
 
@@ -623,11 +625,13 @@ func virtualOutboundListener(mesh model.MeshConfig) *listenerv3.Listener {
 	}
 }
 
-// virtualInboundListener has filter chains per inbound port of the
-// workload (HTTP through an inline route to inbound|port||, TCP straight
-// through), shaped by PeerAuthentication (see inboundChains), and a
-// passthrough chain for every other port.
-func virtualInboundListener(mesh model.MeshConfig, ports []inboundPortInfo, modes map[uint32]mtlsMode) *listenerv3.Listener {
+// virtualInboundListener has, as istiod's: the loop guard (traffic to
+// 15006 itself goes to BlackHoleCluster), filter chains per inbound port of
+// the workload (HTTP through an inline route to inbound|port||, TCP
+// straight through), shaped by PeerAuthentication (see inboundChains), and
+// passthrough chains for every other port (see passthroughChains). Every
+// chain that reaches the application carries the workload's access control.
+func virtualInboundListener(mesh model.MeshConfig, ports []inboundPortInfo, modes map[uint32]mtlsMode, pass mtlsMode, authz inboundAuthz) *listenerv3.Listener {
 	l := &listenerv3.Listener{
 		Name:             VirtualInbound,
 		Address:          socketAddress("0.0.0.0", inboundPort),
@@ -638,38 +642,98 @@ func virtualInboundListener(mesh model.MeshConfig, ports []inboundPortInfo, mode
 			listenerFilter("envoy.filters.listener.http_inspector", &httpinspector.HttpInspector{}),
 		},
 	}
+	l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+		Name:             "virtualInbound-blackhole",
+		FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(inboundPort)},
+		Filters:          []*listenerv3.Filter{tcpProxyFilter(BlackHoleCluster, tcpToCluster(BlackHoleCluster))},
+	})
 	for _, ip := range ports {
 		cluster := InboundClusterName(ip.port)
 		filters := func() []*listenerv3.Filter {
 			if !ip.protocol.IsHTTP() {
-				return []*listenerv3.Filter{tcpProxyFilter(cluster, tcpToCluster(cluster))}
+				return append(append([]*listenerv3.Filter(nil), authz.tcp...), tcpProxyFilter(cluster, tcpToCluster(cluster)))
 			}
-			return []*listenerv3.Filter{hcmFilter(&hcmv3.HttpConnectionManager{
-				StatPrefix: cluster,
-				RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
-					Name:             cluster,
-					ValidateClusters: wrapperspb.Bool(false),
-					VirtualHosts: []*routev3.VirtualHost{{
-						Name:    "inbound|http|" + strconv.Itoa(int(ip.port)),
-						Domains: []string{"*"},
-						Routes: []*routev3.Route{{
-							Name:  "default",
-							Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-							Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-								ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
-								Timeout:          durationpb.New(0),
-							}},
-						}},
-					}},
-				}},
-				HttpFilters: httpFilters(),
-			})}
+			return []*listenerv3.Filter{inboundHCM(cluster, "inbound|http|"+strconv.Itoa(int(ip.port)), cluster, authz)}
 		}
 		l.FilterChains = append(l.FilterChains, inboundChains(mesh, ip.port, modes[ip.port], ip.protocol.IsHTTP(), filters)...)
 	}
-	l.DefaultFilterChain = &listenerv3.FilterChain{
-		Name:    "PassthroughFilterChain",
-		Filters: []*listenerv3.Filter{tcpProxyFilter(InboundPassthroughCluster, tcpToCluster(InboundPassthroughCluster))},
-	}
+	l.FilterChains = append(l.FilterChains, passthroughChains(mesh, pass, authz)...)
 	return l
+}
+
+// inboundHCM is an inbound HTTP connection manager with an inline route
+// to cluster, behind the workload's access control filters.
+func inboundHCM(routeName, vhost, cluster string, authz inboundAuthz) *listenerv3.Filter {
+	return hcmFilter(&hcmv3.HttpConnectionManager{
+		StatPrefix: cluster,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name:             routeName,
+			ValidateClusters: wrapperspb.Bool(false),
+			VirtualHosts: []*routev3.VirtualHost{{
+				Name:    vhost,
+				Domains: []string{"*"},
+				Routes: []*routev3.Route{{
+					Name:  "default",
+					Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+					Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+						ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+						Timeout:          durationpb.New(0),
+					}},
+				}},
+			}},
+		}},
+		HttpFilters: append(append([]*hcmv3.HttpFilter(nil), authz.http...), httpFilters()...),
+	})
+}
+
+// passthroughChains are istiod's catch-all chains of virtualInbound for
+// ports no service declares: HTTP (detected by the HTTP inspector) through
+// an HCM, so HTTP access control applies, and TCP straight through, each
+// for mesh mTLS and, unless the workload is STRICT, for plaintext (and
+// the application's own TLS). Under STRICT, plaintext finds no chain and
+// is refused.
+func passthroughChains(mesh model.MeshConfig, mode mtlsMode, authz inboundAuthz) []*listenerv3.FilterChain {
+	const catchAllHTTP = "virtualInbound-catchall-http"
+	httpFilters := func() []*listenerv3.Filter {
+		return []*listenerv3.Filter{inboundHCM(InboundPassthroughCluster, "inbound|http|0", InboundPassthroughCluster, authz)}
+	}
+	tcpFilters := func() []*listenerv3.Filter {
+		return append(append([]*listenerv3.Filter(nil), authz.tcp...), tcpProxyFilter(InboundPassthroughCluster, tcpToCluster(InboundPassthroughCluster)))
+	}
+	mtlsHTTP := &listenerv3.FilterChain{
+		Name: catchAllHTTP,
+		FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "tls",
+			ApplicationProtocols: []string{"istio-http/1.0", "istio-http/1.1", "istio-h2"}},
+		TransportSocket: downstreamMTLS(mesh, true),
+		Filters:         httpFilters(),
+	}
+	mtlsTCP := &listenerv3.FilterChain{
+		Name:             VirtualInbound,
+		FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "tls", ApplicationProtocols: istioALPN},
+		TransportSocket:  downstreamMTLS(mesh, false),
+		Filters:          tcpFilters(),
+	}
+	plainHTTP := &listenerv3.FilterChain{
+		Name: catchAllHTTP,
+		FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer",
+			ApplicationProtocols: []string{"http/1.1", "h2c"}},
+		Filters: httpFilters(),
+	}
+	plainTCP := &listenerv3.FilterChain{
+		Name:             VirtualInbound,
+		FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"},
+		Filters:          tcpFilters(),
+	}
+	appTLS := &listenerv3.FilterChain{
+		Name:             VirtualInbound,
+		FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "tls"},
+		Filters:          tcpFilters(),
+	}
+	switch mode {
+	case mtlsStrict:
+		return []*listenerv3.FilterChain{mtlsHTTP, mtlsTCP}
+	case mtlsDisable:
+		return []*listenerv3.FilterChain{plainHTTP, plainTCP, appTLS}
+	}
+	return []*listenerv3.FilterChain{mtlsHTTP, plainHTTP, mtlsTCP, plainTCP, appTLS}
 }

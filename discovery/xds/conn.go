@@ -335,6 +335,9 @@ func (s *Server) open(ctx context.Context, first *request, delta, secure bool, p
 		if identity, err = s.authenticate(ctx, p); err != nil {
 			return nil, err
 		}
+		// Inbound config is limited to the instances this identity may
+		// claim (translate.claimableInstances).
+		p.Authenticated, p.VerifiedServiceAccount = true, identity.ServiceAccount
 	}
 	// Streams are accepted at once but served only after every registry
 	// finished its initial sync: never a partial or empty config.
@@ -720,6 +723,12 @@ func (c *Connection) lookup(st *pushState, typeURL, name string) *translate.Reso
 		return st.tctx.Endpoint(c.proxy, name)
 	case translate.SecretType:
 		return c.secretLocked(name)
+	case translate.ListenerType:
+		if translate.IsGRPCInbound(name) {
+			// A proxyless server's listener: built for this proxy's own
+			// workload, never part of the shared scope.
+			return st.tctx.GRPCInboundListener(c.proxy, name)
+		}
 	}
 	return st.tctx.Resources(c.proxy, typeURL).Get(name)
 }

@@ -19,6 +19,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/sextant-mesh/sextant/discovery/jwks"
 	"github.com/sextant-mesh/sextant/discovery/xds"
 	"github.com/sextant-mesh/sextant/internal/grpclite"
 	"github.com/sextant-mesh/sextant/model"
@@ -92,6 +93,7 @@ func Start(t testing.TB, dir string, o Options) *Env {
 		o.Server(&xo)
 	}
 	srv := xds.New(agg, xo)
+	fetcher := jwks.New(agg.NewShard(jwks.ShardName), srv.Snapshot, jwks.Options{Logger: log, Poll: 100 * time.Millisecond})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,7 +109,8 @@ func Start(t testing.TB, dir string, o Options) *Env {
 		gsLis = lean.Front(gs, lis.Addr())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 4)
+	done := make(chan struct{}, 5)
+	go func() { _ = fetcher.Run(ctx); done <- struct{}{} }()
 	go func() {
 		if err := runRegistry(ctx); err != nil {
 			t.Errorf("registry: %v", err)
@@ -129,7 +132,7 @@ func Start(t testing.TB, dir string, o Options) *Env {
 			lean.Stop()
 		}
 		gs.Stop()
-		for range 4 {
+		for range 5 {
 			<-done
 		}
 	})

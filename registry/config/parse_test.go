@@ -527,3 +527,31 @@ func TestParseCached(t *testing.T) {
 		t.Fatalf("errors %+v, want one naming %s", res3.Errors, want)
 	}
 }
+
+// Parts of an AuthorizationPolicy that Sextant cannot enforce exactly are
+// warnings (the object is kept and translated failing closed), so that
+// sextantctl analyze shows them.
+func TestAuthorizationPolicyFailClosedWarnings(t *testing.T) {
+	res := Parse("ap.yaml", []byte(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ap, namespace: default}
+spec:
+  rules: [{when: [{key: "request.regex.headers[x]", values: [a]}]}]
+`))
+	if len(res.Objects) != 1 {
+		t.Fatalf("objects = %d, want it kept", len(res.Objects))
+	}
+	var msgs []string
+	for _, e := range res.Errors {
+		if !e.Warning {
+			t.Errorf("error, want warning: %v", e)
+		}
+		msgs = append(msgs, e.Error())
+	}
+	all := strings.Join(msgs, "\n")
+	for _, want := range []string{`condition key "request.regex.headers[x]" is not supported: the rule is left out`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("missing warning %q in:\n%s", want, all)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	security "istio.io/api/security/v1beta1"
+
+	"github.com/sextant-mesh/sextant/model"
 )
 
 func validatePeerAuthentication(oe *objectErrors, pa *security.PeerAuthentication) {
@@ -55,8 +57,19 @@ func validateAuthorizationPolicy(oe *objectErrors, ap *security.AuthorizationPol
 			if len(c.GetValues()) == 0 && len(c.GetNotValues()) == 0 {
 				oe.add(cf, "at least one of values or notValues is required")
 			}
+			if k := c.GetKey(); k != "" && !model.AuthzConditionKeySupported(k) {
+				oe.warn(cf+".key", "condition key %q is not supported: %s", k, failClosed(ap.GetAction()))
+			}
 		}
 	}
+}
+
+// failClosed says what translation does with a part it cannot express.
+func failClosed(a security.AuthorizationPolicy_Action) string {
+	if a == security.AuthorizationPolicy_ALLOW {
+		return "the rule is left out (allows nothing)"
+	}
+	return "the condition is ignored (the rule matches more)"
 }
 
 func validateSource(oe *objectErrors, f string, s *security.Source) {

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,9 +28,14 @@ const (
 // "mesh" key) that Sextant reads. Zero fields were not set.
 type MeshSettings struct {
 	// Found is false when the ConfigMap or its key does not exist.
-	Found         bool
-	TrustDomain   string
-	RootNamespace string
+	Found       bool
+	TrustDomain string
+	// TrustDomainAliases count as this mesh's trust domain in
+	// AuthorizationPolicy principals.
+	TrustDomainAliases []string
+	RootNamespace      string
+	// ExtensionProviders are the envoyExtAuthzHttp/Grpc providers.
+	ExtensionProviders []model.ExtAuthzProvider
 	// OutboundTrafficPolicy is the mode: "", ALLOW_ANY or REGISTRY_ONLY.
 	OutboundTrafficPolicy string
 	EnableAutoMTLS        *bool
@@ -40,14 +46,30 @@ type MeshSettings struct {
 
 // meshDoc is MeshConfig's YAML, read leniently: unknown fields are fine.
 type meshDoc struct {
-	TrustDomain           string `json:"trustDomain"`
-	RootNamespace         string `json:"rootNamespace"`
+	TrustDomain           string   `json:"trustDomain"`
+	TrustDomainAliases    []string `json:"trustDomainAliases"`
+	RootNamespace         string   `json:"rootNamespace"`
 	OutboundTrafficPolicy *struct {
 		Mode string `json:"mode"`
 	} `json:"outboundTrafficPolicy"`
 	EnableAutoMtls     *bool                  `json:"enableAutoMtls"`
 	ConnectTimeout     string                 `json:"connectTimeout"`
 	DiscoverySelectors []metav1.LabelSelector `json:"discoverySelectors"`
+	ExtensionProviders []struct {
+		Name              string       `json:"name"`
+		EnvoyExtAuthzHTTP *extAuthzDoc `json:"envoyExtAuthzHttp"`
+		EnvoyExtAuthzGRPC *extAuthzDoc `json:"envoyExtAuthzGrpc"`
+	} `json:"extensionProviders"`
+}
+
+type extAuthzDoc struct {
+	Service                      string   `json:"service"`
+	Port                         uint32   `json:"port"`
+	Timeout                      string   `json:"timeout"`
+	FailOpen                     bool     `json:"failOpen"`
+	PathPrefix                   string   `json:"pathPrefix"`
+	IncludeRequestHeadersInCheck []string `json:"includeRequestHeadersInCheck"`
+	StatusOnError                string   `json:"statusOnError"`
 }
 
 // ParseMeshConfig reads MeshConfig YAML (the ConfigMap's mesh key).
@@ -56,7 +78,8 @@ func ParseMeshConfig(data string) (MeshSettings, error) {
 	if err := yaml.Unmarshal([]byte(data), &d); err != nil {
 		return MeshSettings{}, fmt.Errorf("mesh config: %w", err)
 	}
-	m := MeshSettings{Found: true, TrustDomain: d.TrustDomain, RootNamespace: d.RootNamespace, EnableAutoMTLS: d.EnableAutoMtls}
+	m := MeshSettings{Found: true, TrustDomain: d.TrustDomain, RootNamespace: d.RootNamespace, EnableAutoMTLS: d.EnableAutoMtls,
+		TrustDomainAliases: d.TrustDomainAliases}
 	if d.OutboundTrafficPolicy != nil {
 		switch mode := strings.ToUpper(d.OutboundTrafficPolicy.Mode); mode {
 		case "", "ALLOW_ANY", "REGISTRY_ONLY":
@@ -71,6 +94,35 @@ func ParseMeshConfig(data string) (MeshSettings, error) {
 			return MeshSettings{}, fmt.Errorf("mesh config: connectTimeout %q: want a positive duration such as 10s", d.ConnectTimeout)
 		}
 		m.ConnectTimeout = t
+	}
+	for i, ep := range d.ExtensionProviders {
+		doc, grpc := ep.EnvoyExtAuthzHTTP, false
+		if doc == nil {
+			doc, grpc = ep.EnvoyExtAuthzGRPC, true
+		}
+		if doc == nil {
+			continue // other provider kinds (tracing, logging) are not used here
+		}
+		p := model.ExtAuthzProvider{Name: ep.Name, GRPC: grpc, Service: doc.Service, Port: doc.Port, FailOpen: doc.FailOpen,
+			PathPrefix: doc.PathPrefix, IncludeRequestHeadersInCheck: doc.IncludeRequestHeadersInCheck}
+		if ep.Name == "" || doc.Service == "" || doc.Port == 0 {
+			return MeshSettings{}, fmt.Errorf("mesh config: extensionProviders[%d]: name, service and port are required", i)
+		}
+		if doc.Timeout != "" {
+			t, err := time.ParseDuration(doc.Timeout)
+			if err != nil || t <= 0 {
+				return MeshSettings{}, fmt.Errorf("mesh config: extensionProviders[%d].timeout %q: want a positive duration", i, doc.Timeout)
+			}
+			p.Timeout = t
+		}
+		if doc.StatusOnError != "" {
+			n, err := strconv.ParseUint(doc.StatusOnError, 10, 32)
+			if err != nil || n < 100 || n > 599 {
+				return MeshSettings{}, fmt.Errorf("mesh config: extensionProviders[%d].statusOnError %q: want an HTTP status", i, doc.StatusOnError)
+			}
+			p.StatusOnError = uint32(n)
+		}
+		m.ExtensionProviders = append(m.ExtensionProviders, p)
 	}
 	for i := range d.DiscoverySelectors {
 		s, err := metav1.LabelSelectorAsSelector(&d.DiscoverySelectors[i])
@@ -89,6 +141,12 @@ func (m MeshSettings) Apply(base model.MeshConfig) model.MeshConfig {
 	}
 	if m.RootNamespace != "" {
 		base.RootNamespace = m.RootNamespace
+	}
+	if len(m.ExtensionProviders) > 0 {
+		base.ExtensionProviders = append([]model.ExtAuthzProvider(nil), m.ExtensionProviders...)
+	}
+	if len(m.TrustDomainAliases) > 0 {
+		base.TrustDomainAliases = append([]string(nil), m.TrustDomainAliases...)
 	}
 	switch m.OutboundTrafficPolicy {
 	case "REGISTRY_ONLY":
