@@ -749,7 +749,7 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 		if ts == nil {
 			ts = &translate.TypeSet{}
 		}
-		ver := strconv.FormatUint(ts.Hash, 16)
+		ver := model.FormatHash(ts.Hash)
 		if c.delta {
 			var changed []*translate.Resource
 			var removed []string
@@ -855,7 +855,7 @@ func contains(list []string, s string) bool {
 // version sent for it, kept up to date as names change (no per-send sort),
 // so a reconnecting client that holds the same set gets nothing resent.
 func (c *Connection) namedVersionLocked(w *watch) string {
-	return strconv.FormatUint(w.names.sum, 16)
+	return model.FormatHash(w.names.sum)
 }
 
 // nameHash is one subscribed name's share of a named watch's version.
@@ -872,7 +872,7 @@ func versionOf(rs []*translate.Resource) string {
 	for _, r := range rs {
 		h.Str(r.Name).Str(r.Version)
 	}
-	return strconv.FormatUint(h.Sum(), 16)
+	return model.FormatHash(h.Sum())
 }
 
 func (c *Connection) markResumedLocked(w *watch, ver string) {
