@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/sextant-mesh/sextant/discovery/trafficapi"
 	"github.com/sextant-mesh/sextant/discovery/xds"
 	"github.com/sextant-mesh/sextant/internal/buildinfo"
 	"github.com/sextant-mesh/sextant/internal/grpclite"
@@ -173,9 +174,15 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		PushConcurrency:     o.pushThrottle,
 		SendTimeout:         o.sendTimeout,
 		InstanceID:          host,
-		AdminToken:          os.Getenv("SEXTANT_ADMIN_TOKEN"),
 		NewStreamsPerSecond: o.newStreamsRate,
-		SetTraffic: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
+	})
+	// The traffic API writes state changes into the registry each service
+	// came from; it reads the served model from the xDS server.
+	traffic := trafficapi.New(trafficapi.Options{
+		Snapshots:      srv,
+		KeepaliveShare: mesh.KeepaliveShare,
+		AdminToken:     os.Getenv("SEXTANT_ADMIN_TOKEN"),
+		Set: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
 			set, ok := setters[registry]
 			if !ok {
 				return fmt.Errorf("registry %q cannot change traffic states", registry)
@@ -213,7 +220,10 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		lean = srv.NewLeanServer(log)
 		gsLis = lean.Front(gs, xdsLis.Addr())
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	monMux := http.NewServeMux()
+	monMux.Handle("/", srv.Handler())
+	monMux.Handle(trafficapi.Path, traffic)
+	hs := &http.Server{Handler: monMux, ReadHeaderTimeout: 10 * time.Second}
 	var sec *secureServer
 	if o.caDir != "" {
 		if o.sdsRotateAt <= 0 || o.sdsRotateAt >= 1 {

@@ -64,7 +64,6 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/debug", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/debug/", http.StatusMovedPermanently)
 	})
-	mux.HandleFunc("/api/v1/traffic", s.handleTraffic)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)

@@ -39,10 +39,6 @@ type Options struct {
 	InstanceID string
 	// PushLogSize is how many push records /debug/push_log keeps.
 	PushLogSize int
-	// SetTraffic applies `sextantctl traffic set` through the registries.
-	SetTraffic TrafficSetter
-	// AdminToken, if set, lets non-loopback callers use write APIs.
-	AdminToken string
 	// NewStreamsPerSecond admits new streams at this rate (burst of the
 	// same size); a stream that cannot be admitted within AdmissionWait is
 	// refused with ResourceExhausted, so a reconnect storm cannot starve
@@ -112,9 +108,11 @@ type Server struct {
 	cache   *translate.Cache
 	metrics *Metrics
 
-	state   atomic.Pointer[pushState]
-	ready   chan struct{}
-	readyOn sync.Once
+	state atomic.Pointer[pushState]
+	// published is closed (and replaced) each time a snapshot is served.
+	published atomic.Pointer[chan struct{}]
+	ready     chan struct{}
+	readyOn   sync.Once
 
 	mu     sync.RWMutex
 	conns  map[string]*Connection
@@ -154,6 +152,8 @@ func New(agg *model.Aggregator, opts Options) *Server {
 		seed:      maphash.MakeSeed(),
 		admission: rate.NewLimiter(rate.Limit(opts.NewStreamsPerSecond), opts.NewStreamsPerSecond),
 	}
+	published := make(chan struct{})
+	s.published.Store(&published)
 	if opts.Authenticate != nil || opts.Secrets != nil {
 		s.security.Store(&security{auth: opts.Authenticate, secrets: opts.Secrets})
 	}
@@ -209,6 +209,11 @@ func (s *Server) Snapshot() *model.Snapshot {
 	}
 	return nil
 }
+
+// SnapshotChanged returns a channel that is closed when the next snapshot
+// is served. Take it before reading Snapshot to wait for a change without
+// missing one.
+func (s *Server) SnapshotChanged() <-chan struct{} { return *s.published.Load() }
 
 // Run drives the debounce loop until ctx is done: changes recorded by the
 // aggregator are merged until DebounceAfter passes without one, or
@@ -289,6 +294,8 @@ func (s *Server) publish(changedAt time.Time) {
 		}
 	}
 	s.state.Store(st)
+	next := make(chan struct{})
+	close(*s.published.Swap(&next))
 	if snap.Synced {
 		s.readyOn.Do(func() {
 			s.log.Info("initial sync complete; serving", "services", len(snap.Services()), "version", snap.Version)
