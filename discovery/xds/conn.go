@@ -361,7 +361,9 @@ func (s *Server) open(ctx context.Context, first *request, delta, secure bool, p
 		prefix:      randomPrefix(),
 		identity:    identity,
 	}
-	s.addConn(c)
+	if err := s.addConn(c); err != nil {
+		return nil, err
+	}
 	// Drain lists connections once: a stream that registers after it
 	// started must leave by itself.
 	if s.draining.Load() {
