@@ -64,7 +64,7 @@ func TestProxyStatus(t *testing.T) {
 		t.Errorf("proxy-status sotw.default -o yaml: %v\n%s", err, y)
 	}
 
-	mustFail(t, ctl(t, m.addr, "proxy-status", "nobody.default"), `proxy "nobody.default" is not connected`, "3 proxies are")
+	mustFail(t, ctl(t, m.addr, "proxy-status", "nobody.default"), `proxy "nobody.default" not found: not connected`, "3 proxies are")
 	mustFail(t, ctl(t, m.addr, "proxy-status", "-o", "xml"), `unknown output format "xml"`, "--help")
 	mustFail(t, ctl(t, m.addr, "proxy-status", "a", "b"), "at most 1 argument")
 }
@@ -135,7 +135,7 @@ func TestProxyConfig(t *testing.T) {
 	})
 
 	t.Run("errors", func(t *testing.T) {
-		mustFail(t, ctl(t, m.addr, "pc", "cluster", "ghost.default"), `proxy "ghost.default" is not connected`, "proxy-status")
+		mustFail(t, ctl(t, m.addr, "pc", "cluster", "ghost.default"), `proxy "ghost.default" not found: not connected`, "proxy-status")
 		mustFail(t, ctl(t, m.addr, "pc", "cluster"), "needs a proxy name (<pod>.<namespace>)", "--help")
 		mustFail(t, ctl(t, m.addr, "pc"), "needs a resource type")
 		mustFail(t, ctl(t, m.addr, "pc", "cluster", "delta.default", "--direction", "sideways"), "--direction")

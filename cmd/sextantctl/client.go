@@ -153,7 +153,7 @@ func (c *debugClient) ConfigDump(ctx context.Context, proxy string) ([]byte, err
 	if errors.As(err, &herr) {
 		switch herr.status {
 		case http.StatusNotFound:
-			return nil, fmt.Errorf("proxy %q is not connected to the control plane at %s; "+
+			return nil, fmt.Errorf("proxy %q not found: not connected to the control plane at %s; "+
 				"proxies are named <pod>.<namespace>, 'sextantctl proxy-status' lists them", proxy, c.addr)
 		case http.StatusConflict:
 			return nil, fmt.Errorf("proxy %q: %s", proxy, herr.body)

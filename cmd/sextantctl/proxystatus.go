@@ -107,7 +107,7 @@ versions and nonces last sent and ACKed, and the error of a NACK.`,
 				}
 			}
 			if len(match) == 0 {
-				return fmt.Errorf("proxy %q is not connected to the control plane at %s; %s (run 'sextantctl proxy-status' to list them; names are <pod>.<namespace>)",
+				return fmt.Errorf("proxy %q not found: not connected to the control plane at %s; %s (run 'sextantctl proxy-status' to list them; names are <pod>.<namespace>)",
 					args[0], c.addr, connectedCount(len(all)))
 			}
 			if output != outTable {

@@ -45,7 +45,7 @@ spec:
 		want string
 	}{
 		{[]string{"--service", "nope.default.svc.cluster.local", "--state", "running"},
-			"traffic set: service nope.default.svc.cluster.local not found in the mesh; services: checkout.default.svc.cluster.local"},
+			`traffic set: service "nope.default.svc.cluster.local" not found in the mesh; services: checkout.default.svc.cluster.local`},
 		{[]string{"--service", "checkout.default.svc.cluster.local", "--selector", "pool=none", "--state", "running"},
 			"no endpoint of checkout.default.svc.cluster.local has the labels pool=none; its endpoints have: pool=base,traffic.sextant.io/state=keepalive; pool=peak,traffic.sextant.io/state=running"},
 	} {

@@ -163,11 +163,11 @@ func findService(snap *model.Snapshot, host, namespace string) (*model.Service, 
 	sort.Strings(all)
 	switch {
 	case len(all) == 0:
-		return nil, refuse(http.StatusNotFound, "service %s not found: there are no services %s", host, where)
+		return nil, refuse(http.StatusNotFound, "service %q not found: there are no services %s", host, where)
 	case len(all) > 10:
 		all = append(all[:10], fmt.Sprintf("and %d more", len(all)-10))
 	}
-	return nil, refuse(http.StatusNotFound, "service %s not found %s; services: %s", host, where, strings.Join(all, ", "))
+	return nil, refuse(http.StatusNotFound, "service %q not found %s; services: %s", host, where, strings.Join(all, ", "))
 }
 
 // labelsString renders labels as k=v,k=v, sorted.

@@ -93,7 +93,7 @@ func TestErrorsForPeople(t *testing.T) {
 		want []string
 	}{
 		{trafficv1.SetRequest{Service: "checkout.default.svc.cluster.local", State: "running"}, http.StatusNotFound,
-			[]string{"service checkout.default.svc.cluster.local not found in the mesh", "services: echo.default.svc.cluster.local"}},
+			[]string{`service "checkout.default.svc.cluster.local" not found in the mesh`, "services: echo.default.svc.cluster.local"}},
 		{trafficv1.SetRequest{Service: "echo.default.svc.cluster.local", Selector: map[string]string{"pool": "peak", "app": "echo"}, State: "running"}, http.StatusNotFound,
 			[]string{"no endpoint of echo.default.svc.cluster.local has the labels app=echo,pool=peak", "its endpoints have: app=echo,version=v1; app=echo,version=v2"}},
 		{trafficv1.SetRequest{Service: "echo", State: "asleep"}, http.StatusBadRequest, []string{`state "asleep": want keepalive or running`}},

@@ -145,7 +145,7 @@ func TestCLIAgainstServer(t *testing.T) {
 
 	// An unknown proxy fails with a non-zero exit code and says why.
 	miss := runCtl(t, bin, nil, "--addr", addr, "proxy-config", "route", "ghost.default")
-	if miss.code == 0 || !strings.Contains(miss.stderr, `proxy "ghost.default" is not connected`) || miss.stdout != "" {
+	if miss.code == 0 || !strings.Contains(miss.stderr, `proxy "ghost.default" not found: not connected`) || miss.stdout != "" {
 		t.Errorf("unknown proxy: exit %d\nstdout: %s\nstderr: %s", miss.code, miss.stdout, miss.stderr)
 	}
 }

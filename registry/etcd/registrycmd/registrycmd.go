@@ -193,7 +193,7 @@ func newDeregister(f *connFlags) *cobra.Command {
 				return err
 			}
 			if len(keys) == 0 {
-				return fmt.Errorf("no instance of %s/%s has address %s", ns, host, addr)
+				return fmt.Errorf("instance %q not found: no instance of service %s/%s has that address", addr, ns, host)
 			}
 			for _, k := range keys {
 				fmt.Fprintf(cmd.OutOrStdout(), "deregistered %s\n", k)
@@ -221,7 +221,7 @@ func newList(f *connFlags) *cobra.Command {
 			switch output {
 			case "table", "json", "yaml":
 			default:
-				return fmt.Errorf("--output %q: want table, json or yaml", output)
+				return fmt.Errorf("unknown output format %q: this command prints a table (the default), json or yaml", output)
 			}
 			c, err := f.dial()
 			if err != nil {
