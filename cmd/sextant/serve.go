@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	runtimedebug "runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -62,6 +63,7 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetFlagErrorFunc(suggestFlag)
 	root.AddCommand(newServeCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
@@ -111,8 +113,17 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "info":
+		l = slog.LevelInfo
+	case "warn", "warning":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
