@@ -45,7 +45,9 @@ lint: ## gofmt, go vet, and staticcheck when it installs
 	else echo "staticcheck unavailable; skipped"; fi
 
 run: ## run Sextant on the sample mesh in examples/mesh
-	$(GO) run ./cmd/sextant serve --config-dir $(CONFIG)
+	@echo "building sextant (the first build compiles every dependency: about 5 minutes on 2 idle cores; it lists each package as it compiles; later builds take seconds)..."
+	$(GO) build -v -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/sextant
+	$(BIN)/sextant serve --config-dir $(CONFIG)
 
 demo: ## run the sample backends and a proxyless gRPC client against `make run`
 	$(GO) run ./examples/demo
