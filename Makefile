@@ -4,6 +4,13 @@ PKGS      ?= ./...
 BIN       ?= bin
 CONFIG    ?= examples/mesh
 STATICCHECK_VERSION ?= v0.8.2
+# Stamped into the binaries (sextant version, sextantctl version,
+# /debug/version). Without them a build falls back to what the Go
+# toolchain records (module version, vcs.revision).
+VERSION   ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo -dirty)
+LDFLAGS   ?= -X github.com/sextant-mesh/sextant/internal/buildinfo.version=$(VERSION) \
+             -X github.com/sextant-mesh/sextant/internal/buildinfo.commit=$(COMMIT)
 
 .PHONY: help build test test-short kube-bin test-kube bench lint run demo fuzz clean
 
@@ -11,7 +18,7 @@ help: ## show this help
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build sextant and sextantctl into ./bin
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
 test: ## all tests, race detector on; builds pilot-agent, istioctl and kube-apiserver+etcd once (cached outside the repo)
 	eval "$$(hack/kube-real.sh env)" && \
@@ -38,7 +45,9 @@ lint: ## gofmt, go vet, and staticcheck when it installs
 	else echo "staticcheck unavailable; skipped"; fi
 
 run: ## run Sextant on the sample mesh in examples/mesh
-	$(GO) run ./cmd/sextant serve --config-dir $(CONFIG)
+	@echo "building sextant (the first build compiles every dependency: about 5 minutes on 2 idle cores; it lists each package as it compiles; later builds take seconds)..."
+	$(GO) build -v -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/sextant
+	$(BIN)/sextant serve --config-dir $(CONFIG)
 
 demo: ## run the sample backends and a proxyless gRPC client against `make run`
 	$(GO) run ./examples/demo

@@ -76,6 +76,19 @@ func (h *Hasher) Sum() uint64 {
 	return f.Sum64()
 }
 
+// FormatHash renders a 64-bit hash as 16 hex digits, leading zeros kept,
+// so every version string has the same width and a hash that happens to
+// start with zeros does not look shorter (or like another one).
+func FormatHash(h uint64) string {
+	const digits = "0123456789abcdef"
+	var b [16]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[h&0xf]
+		h >>= 4
+	}
+	return string(b[:])
+}
+
 // HashBytes hashes raw bytes.
 func HashBytes(b []byte) uint64 {
 	f := fnv.New64a()

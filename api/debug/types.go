@@ -4,12 +4,8 @@
 package debug
 
 import (
-	"encoding/json"
-	"runtime/debug"
 	"strings"
 	"time"
-
-	"github.com/sextant-mesh/sextant/model"
 )
 
 // TypeStatus is the sync state of one xDS type on one proxy.
@@ -28,45 +24,138 @@ type TypeStatus struct {
 
 // SyncStatus is one connected proxy in /debug/syncz.
 type SyncStatus struct {
-	Proxy        string                `json:"proxy"` // pod.namespace
-	ID           string                `json:"connectionId"`
-	NodeID       string                `json:"nodeId"`
-	ClusterID    string                `json:"clusterId,omitempty"`
-	IstioVersion string                `json:"istioVersion,omitempty"`
-	Generator    string                `json:"generator"`
-	Delta        bool                  `json:"delta"`
-	Instance     string                `json:"instance"`
-	ConnectedAt  time.Time             `json:"connectedAt"`
-	Types        map[string]TypeStatus `json:"types"` // by short name: cds, eds, lds, rds, sds
+	Proxy        string    `json:"proxy"` // pod.namespace
+	ID           string    `json:"connectionId"`
+	NodeID       string    `json:"nodeId"`
+	ClusterID    string    `json:"clusterId,omitempty"`
+	IstioVersion string    `json:"istioVersion,omitempty"`
+	Generator    string    `json:"generator"`
+	Delta        bool      `json:"delta"`
+	Instance     string    `json:"instance"`
+	ConnectedAt  time.Time `json:"connectedAt"`
+	// Identity is the authenticated SPIFFE identity of a stream on the
+	// secure port; empty on the plaintext port. Two streams may claim the
+	// same proxy name only with the same identity.
+	Identity string                `json:"identity,omitempty"`
+	Types    map[string]TypeStatus `json:"types"` // by short name: cds, eds, lds, rds, sds
 }
 
-// ConfigDump is /debug/config_dump?proxyID=: what the proxy was last sent,
-// by short type name, each resource in Envoy's JSON form.
-type ConfigDump struct {
-	Proxy     string                       `json:"proxy"`
-	Resources map[string][]json.RawMessage `json:"resources"`
+// /debug/config_dump?proxyID= is not defined here: it is Envoy's admin
+// ConfigDump (envoy.admin.v3.ConfigDump) in its JSON form, as istiod and
+// Envoy serve it, with the proto field names: {"configs": [{"@type":
+// "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", ...}, ...]}.
+
+// ConfigError is one rejected input or warning.
+type ConfigError struct {
+	Registry string `json:"registry"`
+	// Location is the file (with document index and line) or key.
+	Location string `json:"location"`
+	// Object is kind namespace/name when known.
+	Object  string `json:"object,omitempty"`
+	Field   string `json:"field,omitempty"`
+	Message string `json:"message"`
+	// Warning marks problems that did not reject the object.
+	Warning bool `json:"warning,omitempty"`
+}
+
+// Error formats the problem as the server logs it:
+// location: object: field: message.
+func (e ConfigError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Location)
+	for _, part := range []string{e.Object, e.Field} {
+		if part != "" {
+			b.WriteString(": ")
+			b.WriteString(part)
+		}
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Message)
+	return b.String()
 }
 
 // ConfigErrors is /debug/config_errors: rejected inputs and warnings.
 type ConfigErrors struct {
-	Time        time.Time           `json:"time"`
-	Version     uint64              `json:"snapshotVersion"`
-	Errors      []model.ConfigError `json:"errors"`
-	Translation []string            `json:"translation,omitempty"`
+	Time        time.Time     `json:"time"`
+	Version     uint64        `json:"snapshotVersion"`
+	Errors      []ConfigError `json:"errors"`
+	Translation []string      `json:"translation,omitempty"`
 }
 
 // Version is /debug/version.
 type Version struct {
 	Version  string `json:"version"`
+	Commit   string `json:"commit,omitempty"`
 	Instance string `json:"instance"`
 }
 
-// BuildVersion returns the module version the binary was built from.
-func BuildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "dev"
+// Endpoint is one entry of /debug/list (and the /debug/ index page).
+type Endpoint struct {
+	Path string `json:"path"`
+	Help string `json:"help"`
+}
+
+// Config is one entry of /debug/configz: an Istio config object of the
+// served snapshot, in its Kubernetes shape.
+type Config struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Metadata   ConfigMetadata `json:"metadata"`
+	// Spec is the object's spec in its JSON form.
+	Spec   map[string]any `json:"spec"`
+	Source string         `json:"source"` // registry and location
+}
+
+// ConfigMetadata is the metadata of a Config.
+type ConfigMetadata struct {
+	Name              string            `json:"name"`
+	Namespace         string            `json:"namespace"`
+	Labels            map[string]string `json:"labels,omitempty"`
+	Annotations       map[string]string `json:"annotations,omitempty"`
+	CreationTimestamp time.Time         `json:"creationTimestamp,omitempty"`
+}
+
+// Service is one entry of /debug/registryz: a service of the served
+// snapshot.
+type Service struct {
+	Hostname     string            `json:"hostname"`
+	Namespace    string            `json:"namespace"`
+	Addresses    []string          `json:"addresses,omitempty"`
+	Ports        []ServicePort     `json:"ports"`
+	Resolution   string            `json:"resolution"`
+	MeshExternal bool              `json:"meshExternal,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	ExportTo     []string          `json:"exportTo,omitempty"`
+	CreationTime time.Time         `json:"creationTime,omitempty"`
+	Registry     string            `json:"registry"`
+	Source       string            `json:"source"`
+}
+
+// ServicePort is one port of a Service.
+type ServicePort struct {
+	Name     string `json:"name"`
+	Port     uint32 `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// ServiceEndpoints is one entry of /debug/endpointz: the endpoints of one
+// service port, as istiod lists them ("svc" is host:port-name).
+type ServiceEndpoints struct {
+	Service   string            `json:"svc"`
+	Endpoints []ServiceEndpoint `json:"ep"`
+}
+
+// ServiceEndpoint is one endpoint of a ServiceEndpoints.
+type ServiceEndpoint struct {
+	Address        string            `json:"address"`
+	Port           uint32            `json:"port"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Locality       string            `json:"locality,omitempty"`
+	Weight         uint32            `json:"weight,omitempty"`
+	Health         string            `json:"health"`
+	ServiceAccount string            `json:"serviceAccount,omitempty"`
+	Network        string            `json:"network,omitempty"`
+	Source         string            `json:"source"`
 }
 
 // ShortType maps an xDS type URL to cds, eds, lds, rds or sds.

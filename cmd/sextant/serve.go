@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	runtimedebug "runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,9 +18,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/sextant-mesh/sextant/api/debug"
 	"github.com/sextant-mesh/sextant/discovery/jwks"
+	"github.com/sextant-mesh/sextant/discovery/trafficapi"
 	"github.com/sextant-mesh/sextant/discovery/xds"
+	"github.com/sextant-mesh/sextant/internal/buildinfo"
 	"github.com/sextant-mesh/sextant/internal/grpclite"
 	"github.com/sextant-mesh/sextant/model"
 	"github.com/sextant-mesh/sextant/registry/etcd"
@@ -62,10 +64,11 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetFlagErrorFunc(suggestFlag)
 	root.AddCommand(newServeCommand(), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
-		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), debug.BuildVersion()) },
+		Run:   func(cmd *cobra.Command, _ []string) { fmt.Fprintln(cmd.OutOrStdout(), buildinfo.Get()) },
 	})
 	return root
 }
@@ -111,8 +114,17 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "info":
+		l = slog.LevelInfo
+	case "warn", "warning":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
@@ -174,9 +186,15 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		PushConcurrency:     o.pushThrottle,
 		SendTimeout:         o.sendTimeout,
 		InstanceID:          host,
-		AdminToken:          os.Getenv("SEXTANT_ADMIN_TOKEN"),
 		NewStreamsPerSecond: o.newStreamsRate,
-		SetTraffic: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
+	})
+	// The traffic API writes state changes into the registry each service
+	// came from; it reads the served model from the xDS server.
+	traffic := trafficapi.New(trafficapi.Options{
+		Snapshots:      srv,
+		KeepaliveShare: mesh.KeepaliveShare,
+		AdminToken:     os.Getenv("SEXTANT_ADMIN_TOKEN"),
+		Set: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
 			set, ok := setters[registry]
 			if !ok {
 				return fmt.Errorf("registry %q cannot change traffic states", registry)
@@ -218,7 +236,10 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		lean = srv.NewLeanServer(log)
 		gsLis = lean.Front(gs, xdsLis.Addr())
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	monMux := http.NewServeMux()
+	monMux.Handle("/", srv.Handler())
+	monMux.Handle(trafficapi.Path, traffic)
+	hs := &http.Server{Handler: monMux, ReadHeaderTimeout: 10 * time.Second}
 	var sec *secureServer
 	if o.caDir != "" {
 		if o.sdsRotateAt <= 0 || o.sdsRotateAt >= 1 {

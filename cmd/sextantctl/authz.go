@@ -52,7 +52,7 @@ from the control plane's side.`,
 			if err != nil {
 				return err
 			}
-			d, err := decodeDump(raw)
+			d, err := decodeDump(args[0], raw)
 			if err != nil {
 				return err
 			}

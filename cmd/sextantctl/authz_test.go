@@ -76,5 +76,5 @@ func TestAuthzCheck(t *testing.T) {
 	golden(t, "authz-check", mustSucceed(t, ctl(t, u.Host, "authz", "check", "reviews.default")))
 	// A workload no policy selects: only namespace and mesh-wide rules.
 	golden(t, "authz-check-idle", mustSucceed(t, ctl(t, u.Host, "authz", "check", "idle.default")))
-	mustFail(t, ctl(t, u.Host, "authz", "check", "nobody.default"), `proxy "nobody.default" is not connected`)
+	mustFail(t, ctl(t, u.Host, "authz", "check", "nobody.default"), `proxy "nobody.default" not found`)
 }

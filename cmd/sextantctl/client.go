@@ -145,19 +145,21 @@ func (c *debugClient) Syncz(ctx context.Context) ([]debug.SyncStatus, error) {
 	return out, err
 }
 
-// ConfigDump returns what a proxy was last sent.
-func (c *debugClient) ConfigDump(ctx context.Context, proxy string) (*debug.ConfigDump, error) {
-	var out debug.ConfigDump
-	err := c.getJSON(ctx, "/debug/config_dump", url.Values{"proxyID": {proxy}}, &out)
+// ConfigDump returns what a proxy was last sent: Envoy's admin ConfigDump
+// JSON.
+func (c *debugClient) ConfigDump(ctx context.Context, proxy string) ([]byte, error) {
+	body, err := c.getRaw(ctx, "/debug/config_dump", url.Values{"proxyID": {proxy}})
 	var herr *httpError
-	if errors.As(err, &herr) && herr.status == http.StatusNotFound {
-		return nil, fmt.Errorf("proxy %q is not connected to the control plane at %s (%s); "+
-			"proxies are named <pod>.<namespace>, 'sextantctl proxy-status' lists them", proxy, c.addr, herr.body)
+	if errors.As(err, &herr) {
+		switch herr.status {
+		case http.StatusNotFound:
+			return nil, fmt.Errorf("proxy %q not found: not connected to the control plane at %s; "+
+				"proxies are named <pod>.<namespace>, 'sextantctl proxy-status' lists them", proxy, c.addr)
+		case http.StatusConflict:
+			return nil, fmt.Errorf("proxy %q: %s", proxy, herr.body)
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	return &out, nil
+	return body, err
 }
 
 // PushLog returns the recent pushes, oldest first.

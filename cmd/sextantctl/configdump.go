@@ -25,15 +25,16 @@ import (
 	// Filters whose config the summaries read, registered for Any.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-
-	"github.com/sextant-mesh/sextant/api/debug"
 )
 
-// resource is one pushed resource: the JSON as the server sent it and the
-// decoded message.
+// resource is one pushed resource: the JSON as the server sent it (an Any,
+// with its "@type") and the decoded message.
 type resource[T proto.Message] struct {
 	raw json.RawMessage
 	msg T
+	// entry is the resource's entry in the config dump (with its version),
+	// kept to print the dump back in Envoy's shape.
+	entry json.RawMessage
 }
 
 // dump is a decoded /debug/config_dump.
@@ -44,9 +45,12 @@ type dump struct {
 	routes    []resource[*routev3.RouteConfiguration]
 	endpoints []resource[*endpointv3.ClusterLoadAssignment]
 	secrets   []resource[*tlsv3.Secret]
+	// sections are the config dump's sections by key, for printing the
+	// dump back with only the selected resources.
+	sections map[string]map[string]json.RawMessage
 }
 
-// Short type names of debug.ConfigDump.Resources.
+// Short names of the xDS types in a config dump.
 const (
 	keyCDS = "cds"
 	keyLDS = "lds"
@@ -55,29 +59,112 @@ const (
 	keySDS = "sds"
 )
 
-func decodeDump(d *debug.ConfigDump) (*dump, error) {
-	out := &dump{proxy: d.Proxy}
+// dumpSection says where one xDS type sits in Envoy's admin ConfigDump
+// JSON. Names are given as proto names (Envoy, istiod, Sextant) and JSON
+// names (protojson's default), so dumps from either kind of tool read.
+type dumpSection struct {
+	key      string
+	typeURL  string
+	list     [2]string   // the section's list of entries
+	resource [][2]string // path from an entry to the resource
+}
+
+var dumpSections = []dumpSection{
+	{keyCDS, "type.googleapis.com/envoy.admin.v3.ClustersConfigDump", [2]string{"dynamic_active_clusters", "dynamicActiveClusters"}, [][2]string{{"cluster", "cluster"}}},
+	{keyEDS, "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump", [2]string{"dynamic_endpoint_configs", "dynamicEndpointConfigs"}, [][2]string{{"endpoint_config", "endpointConfig"}}},
+	{keyLDS, "type.googleapis.com/envoy.admin.v3.ListenersConfigDump", [2]string{"dynamic_listeners", "dynamicListeners"}, [][2]string{{"active_state", "activeState"}, {"listener", "listener"}}},
+	{keyRDS, "type.googleapis.com/envoy.admin.v3.RoutesConfigDump", [2]string{"dynamic_route_configs", "dynamicRouteConfigs"}, [][2]string{{"route_config", "routeConfig"}}},
+	{keySDS, "type.googleapis.com/envoy.admin.v3.SecretsConfigDump", [2]string{"dynamic_active_secrets", "dynamicActiveSecrets"}, [][2]string{{"secret", "secret"}}},
+}
+
+func field(m map[string]json.RawMessage, names [2]string) (json.RawMessage, bool) {
+	if v, ok := m[names[0]]; ok {
+		return v, true
+	}
+	v, ok := m[names[1]]
+	return v, ok
+}
+
+// rawEntry is one resource of a config dump section.
+type rawEntry struct {
+	entry, resource json.RawMessage
+}
+
+// parseConfigDump splits Envoy's ConfigDump JSON into its resources by
+// type. Sections it does not know (bootstrap, scoped routes, ...) are
+// skipped.
+func parseConfigDump(body []byte) (map[string][]rawEntry, map[string]map[string]json.RawMessage, error) {
+	var top struct {
+		Configs []map[string]json.RawMessage `json:"configs"`
+	}
+	if err := json.Unmarshal(body, &top); err != nil {
+		return nil, nil, fmt.Errorf("not an Envoy config dump: %w", err)
+	}
+	out := map[string][]rawEntry{}
+	sections := map[string]map[string]json.RawMessage{}
+	for i, cfg := range top.Configs {
+		var typeURL string
+		_ = json.Unmarshal(cfg["@type"], &typeURL)
+		for _, sec := range dumpSections {
+			if sec.typeURL != typeURL {
+				continue
+			}
+			sections[sec.key] = cfg
+			list, ok := field(cfg, sec.list)
+			if !ok {
+				break
+			}
+			var entries []json.RawMessage
+			if err := json.Unmarshal(list, &entries); err != nil {
+				return nil, nil, fmt.Errorf("config dump section %d (%s): %w", i+1, typeURL, err)
+			}
+			for j, e := range entries {
+				res := e
+				for _, step := range sec.resource {
+					var m map[string]json.RawMessage
+					if err := json.Unmarshal(res, &m); err != nil {
+						return nil, nil, fmt.Errorf("config dump section %d (%s) entry %d: %w", i+1, typeURL, j+1, err)
+					}
+					if res, ok = field(m, step); !ok {
+						break
+					}
+				}
+				if ok {
+					out[sec.key] = append(out[sec.key], rawEntry{entry: e, resource: res})
+				}
+			}
+		}
+	}
+	return out, sections, nil
+}
+
+func decodeDump(proxy string, body []byte) (*dump, error) {
+	raw, sections, err := parseConfigDump(body)
+	if err != nil {
+		return nil, fmt.Errorf("config dump of %s: %w", proxy, err)
+	}
+	out := &dump{proxy: proxy, sections: sections}
 	var errs []error
-	out.clusters = decodeAll(d.Resources[keyCDS], "cluster", func() *clusterv3.Cluster { return &clusterv3.Cluster{} }, &errs)
-	out.listeners = decodeAll(d.Resources[keyLDS], "listener", func() *listenerv3.Listener { return &listenerv3.Listener{} }, &errs)
-	out.routes = decodeAll(d.Resources[keyRDS], "route configuration", func() *routev3.RouteConfiguration { return &routev3.RouteConfiguration{} }, &errs)
-	out.endpoints = decodeAll(d.Resources[keyEDS], "cluster load assignment", func() *endpointv3.ClusterLoadAssignment { return &endpointv3.ClusterLoadAssignment{} }, &errs)
-	out.secrets = decodeAll(d.Resources[keySDS], "secret", func() *tlsv3.Secret { return &tlsv3.Secret{} }, &errs)
+	out.clusters = decodeAll(raw[keyCDS], "cluster", func() *clusterv3.Cluster { return &clusterv3.Cluster{} }, &errs)
+	out.listeners = decodeAll(raw[keyLDS], "listener", func() *listenerv3.Listener { return &listenerv3.Listener{} }, &errs)
+	out.routes = decodeAll(raw[keyRDS], "route configuration", func() *routev3.RouteConfiguration { return &routev3.RouteConfiguration{} }, &errs)
+	out.endpoints = decodeAll(raw[keyEDS], "cluster load assignment", func() *endpointv3.ClusterLoadAssignment { return &endpointv3.ClusterLoadAssignment{} }, &errs)
+	out.secrets = decodeAll(raw[keySDS], "secret", func() *tlsv3.Secret { return &tlsv3.Secret{} }, &errs)
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("config dump of %s: %w", d.Proxy, errors.Join(errs...))
+		return nil, fmt.Errorf("config dump of %s: %w", proxy, errors.Join(errs...))
 	}
 	return out, nil
 }
 
-func decodeAll[T proto.Message](raws []json.RawMessage, what string, newMsg func() T, errs *[]error) []resource[T] {
+func decodeAll[T proto.Message](raws []rawEntry, what string, newMsg func() T, errs *[]error) []resource[T] {
 	out := make([]resource[T], 0, len(raws))
 	for i, raw := range raws {
 		m := newMsg()
-		if err := unmarshalLenient(raw, m); err != nil {
+		if err := unmarshalLenient(raw.resource, m); err != nil {
 			*errs = append(*errs, fmt.Errorf("%s #%d: %w", what, i+1, err))
 			continue
 		}
-		out = append(out, resource[T]{raw: raw, msg: m})
+		out = append(out, resource[T]{raw: raw.resource, msg: m, entry: raw.entry})
 	}
 	return out
 }

@@ -35,7 +35,17 @@ func checkOutput(out string, formats ...string) error {
 	if out == outTable || slices.Contains(formats, out) {
 		return nil
 	}
-	return &usageError{fmt.Errorf("unknown output format %q: want one of %s", out, strings.Join(formats, ", "))}
+	return &usageError{fmt.Errorf("unknown output format %q: this command prints %s", out, formatList(formats))}
+}
+
+// formatList says which -o values a command takes: "a table (the default),
+// json or yaml".
+func formatList(formats []string) string {
+	all := append([]string{"a table (the default, no -o)"}, formats...)
+	if len(all) == 1 {
+		return all[0]
+	}
+	return strings.Join(all[:len(all)-1], ", ") + " or " + all[len(all)-1]
 }
 
 // table aligns tab-separated rows into columns; Flush writes them without

@@ -4,10 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
-
-	"github.com/sextant-mesh/sextant/api/debug"
 )
 
 // pcOptions are the flags of the proxy-config subcommands.
@@ -84,13 +84,13 @@ func newPCSubcommand(e *env, g *globalFlags, k pcKind) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			d, err := decodeDump(raw)
+			d, err := decodeDump(args[0], raw)
 			if err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
 			if o.output == outJSON || o.output == outYAML {
-				return writeDumpResources(w, o, d, raw, k.keys)
+				return writeDumpResources(w, o, d, k.keys)
 			}
 			return k.run(e, w, d, o)
 		},
@@ -221,8 +221,11 @@ Private keys are never printed, in tables or in -o json|yaml.`,
 			short: "Show everything sent to a proxy: clusters, listeners, routes, endpoints, secrets",
 			long: `Show every resource the control plane last sent a proxy: the cluster,
 listener, route, endpoint and secret tables one after the other. With
--o json|yaml, prints the config dump: {"proxy", "resources": {"cds": [...],
-"lds": [...], "rds": [...], "eds": [...], "sds": [...]}}.` + filterHelp,
+-o json|yaml, prints Envoy's admin config dump, as istiod serves it:
+{"configs": [{"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+"dynamic_active_clusters": [...]}, ...EndpointsConfigDump, ListenersConfigDump,
+RoutesConfigDump, SecretsConfigDump]}, with only the resources that pass
+the filters and private keys redacted.` + filterHelp,
 			example: `  sextantctl proxy-config all demo-client.default
   sextantctl proxy-config all demo-client.default --fqdn echo -o wide
   sextantctl proxy-config all demo-client.default -o json > dump.json`,
@@ -287,54 +290,74 @@ func (f *filter) listener(r resourceListener) bool {
 	return true
 }
 
-// selected returns the raw resources of one type that pass the filter.
-func (f *filter) selected(d *dump, key string) []json.RawMessage {
+// selected returns the resources of one type that pass the filter: their
+// JSON, or with entries, their config dump entries.
+func (f *filter) selected(d *dump, key string, entries bool) []json.RawMessage {
 	var out []json.RawMessage
+	add := func(raw, entry json.RawMessage) {
+		if entries {
+			out = append(out, entry)
+		} else {
+			out = append(out, raw)
+		}
+	}
 	switch key {
 	case keyCDS:
 		for _, r := range filterClusters(d, f) {
-			out = append(out, r.raw)
+			add(r.raw, r.entry)
 		}
 	case keyLDS:
 		for _, r := range filterListeners(d, f) {
-			out = append(out, r.raw)
+			add(r.raw, r.entry)
 		}
 	case keyRDS:
 		for _, r := range d.routes {
 			if f.routeKept(r.msg) {
-				out = append(out, r.raw)
+				add(r.raw, r.entry)
 			}
 		}
 	case keyEDS:
 		for _, r := range d.endpoints {
 			if f.cluster(r.msg.GetClusterName()) {
-				out = append(out, r.raw)
+				add(r.raw, r.entry)
 			}
 		}
 	case keySDS:
 		for _, r := range d.secrets {
-			out = append(out, redactSecret(r.raw))
+			add(redactSecret(r.raw), redactSecret(r.entry))
 		}
 	}
 	return nonNil(out)
 }
 
 // writeDumpResources prints the pushed resources as JSON or YAML: a list for
-// one type, the config dump's shape for all.
-func writeDumpResources(w io.Writer, o *pcOptions, d *dump, raw *debug.ConfigDump, keys []string) error {
-	var v any
+// one type; for all, Envoy's config dump with the selected resources.
+func writeDumpResources(w io.Writer, o *pcOptions, d *dump, keys []string) error {
 	if len(keys) == 1 {
-		v = o.selected(d, keys[0])
-	} else {
-		out := debug.ConfigDump{Proxy: raw.Proxy, Resources: map[string][]json.RawMessage{}}
-		for _, k := range keys {
-			if rs := o.selected(d, k); len(rs) > 0 {
-				out.Resources[k] = rs
-			}
-		}
-		v = out
+		return writeStructured(w, o.output, o.selected(d, keys[0], false))
 	}
-	return writeStructured(w, o.output, v)
+	configs := []map[string]json.RawMessage{}
+	for _, sec := range dumpSections {
+		if !slices.Contains(keys, sec.key) {
+			continue
+		}
+		cfg := map[string]json.RawMessage{}
+		for k, v := range d.sections[sec.key] {
+			cfg[k] = v
+		}
+		if len(cfg) == 0 {
+			t, _ := json.Marshal(sec.typeURL)
+			cfg["@type"] = t
+		}
+		delete(cfg, sec.list[1])
+		b, err := json.Marshal(o.selected(d, sec.key, true))
+		if err != nil {
+			return fmt.Errorf("encode JSON: %w", err)
+		}
+		cfg[sec.list[0]] = b
+		configs = append(configs, cfg)
+	}
+	return writeStructured(w, o.output, map[string]any{"configs": configs})
 }
 
 // redactSecret replaces private material in a Secret's JSON: private keys,
@@ -356,7 +379,15 @@ func redactSecret(raw json.RawMessage) json.RawMessage {
 	return b
 }
 
-var redacted = map[string]any{"inlineString": "[redacted]"}
+// redactedAs is what replaces a secret value: an inline string in the
+// naming style of the dump (proto names as Envoy and istiod write them, or
+// protojson's camel case).
+func redactedAs(k, parent string) map[string]any {
+	if strings.Contains(k, "_") || strings.Contains(parent, "_") {
+		return map[string]any{"inline_string": "[redacted]"}
+	}
+	return map[string]any{"inlineString": "[redacted]"}
+}
 
 func redactWalk(v any, parent string) bool {
 	changed := false
@@ -364,13 +395,13 @@ func redactWalk(v any, parent string) bool {
 	case map[string]any:
 		for k, child := range t {
 			switch {
-			case k == "privateKey" || k == "password" ||
-				(parent == "genericSecret" && k == "secret") ||
-				(parent == "genericSecrets" && k == "secret"):
-				t[k] = redacted
+			case k == "privateKey" || k == "private_key" || k == "password" ||
+				((parent == "genericSecret" || parent == "generic_secret") && k == "secret") ||
+				((parent == "genericSecrets" || parent == "generic_secrets") && k == "secret"):
+				t[k] = redactedAs(k, parent)
 				changed = true
-			case parent == "sessionTicketKeys" && k == "keys":
-				t[k] = []any{redacted}
+			case (parent == "sessionTicketKeys" || parent == "session_ticket_keys") && k == "keys":
+				t[k] = []any{redactedAs(k, parent)}
 				changed = true
 			default:
 				if redactWalk(child, k) {

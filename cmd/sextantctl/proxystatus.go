@@ -107,8 +107,8 @@ versions and nonces last sent and ACKed, and the error of a NACK.`,
 				}
 			}
 			if len(match) == 0 {
-				return fmt.Errorf("proxy %q is not connected to the control plane at %s; %d proxies are (run 'sextantctl proxy-status' to list them; names are <pod>.<namespace>)",
-					args[0], c.addr, len(all))
+				return fmt.Errorf("proxy %q not found: not connected to the control plane at %s; %s (run 'sextantctl proxy-status' to list them; names are <pod>.<namespace>)",
+					args[0], c.addr, connectedCount(len(all)))
 			}
 			if output != outTable {
 				return writeStructured(w, output, match)
@@ -194,13 +194,27 @@ func (e *env) writeStatusTable(w io.Writer, all []debug.SyncStatus) error {
 	for _, c := range cols {
 		header = append(header, c.label)
 	}
-	row(tw, append(header, "ISTIOD", "VERSION")...)
+	header = append(header, "ISTIOD", "VERSION")
+	// The authenticated identity tells apart streams that claim the same
+	// name; shown only when some proxy is on the secure port.
+	withIdentity := false
+	for _, st := range all {
+		withIdentity = withIdentity || st.Identity != ""
+	}
+	if withIdentity {
+		header = append(header, "IDENTITY")
+	}
+	row(tw, header...)
 	for _, st := range all {
 		cells := []string{st.Proxy, orDash(st.ClusterID)}
 		for _, c := range cols {
 			cells = append(cells, e.cell(st, c.key))
 		}
-		row(tw, append(cells, orDash(st.Instance), orDash(st.IstioVersion))...)
+		cells = append(cells, orDash(st.Instance), orDash(st.IstioVersion))
+		if withIdentity {
+			cells = append(cells, orDash(st.Identity))
+		}
+		row(tw, cells...)
 	}
 	return tw.Flush()
 }
@@ -270,6 +284,9 @@ func (e *env) writeStatusDetail(w io.Writer, st debug.SyncStatus) error {
 	row(kv, "Generator:", generator)
 	row(kv, "Proxy version:", orDash(st.IstioVersion))
 	row(kv, "Control plane:", orDash(st.Instance))
+	if st.Identity != "" {
+		row(kv, "Identity:", st.Identity+" (authenticated)")
+	}
 	if err := kv.Flush(); err != nil {
 		return err
 	}
@@ -363,4 +380,15 @@ func completeProxies(e *env, g *globalFlags) cobra.CompletionFunc {
 		sort.Strings(names)
 		return names, cobra.ShellCompDirectiveNoFileComp
 	}
+}
+
+// connectedCount says how many proxies are connected, in words.
+func connectedCount(n int) string {
+	switch n {
+	case 0:
+		return "no proxy is"
+	case 1:
+		return "1 proxy is"
+	}
+	return strconv.Itoa(n) + " proxies are"
 }

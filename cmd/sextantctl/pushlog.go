@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
@@ -38,6 +39,9 @@ func newPushLogCommand(e *env, g *globalFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output, outJSON, outYAML); err != nil {
 				return err
+			}
+			if tail < 0 {
+				return &usageError{fmt.Errorf("--tail %d: want a number of pushes (1 or more), or 0 for all the server keeps", tail)}
 			}
 			c, err := g.client(cmd, e)
 			if err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -27,8 +28,6 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"github.com/sextant-mesh/sextant/api/debug"
 )
 
 func istioMeta(path string) *corev3.Metadata {
@@ -78,7 +77,7 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 // sidecarDump is what an Envoy sidecar with Istio's full output would be
 // sent: inbound and outbound clusters with metadata, listeners with filter
 // chains, a route from a VirtualService, DNS endpoints and secrets.
-func sidecarDump(t *testing.T) (*debug.ConfigDump, []byte) {
+func sidecarDump(t *testing.T) ([]byte, []byte) {
 	t.Helper()
 	certPEM, keyPEM := selfSigned(t)
 	hcm := func(rds string) *anypb.Any {
@@ -161,36 +160,62 @@ func sidecarDump(t *testing.T) (*debug.ConfigDump, []byte) {
 			}}},
 		},
 	}
-	d := &debug.ConfigDump{Proxy: "productpage.default", Resources: map[string][]json.RawMessage{}}
-	for k, ms := range resources {
-		for _, m := range ms {
-			b, err := protojson.Marshal(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d.Resources[k] = append(d.Resources[k], b)
-		}
-	}
+	body := envoyDump(t, resources)
 	// Turn the placeholder into a filter type sextantctl does not know, as
 	// a newer server might send.
-	for i, raw := range d.Resources[keyLDS] {
-		var v any
-		if err := json.Unmarshal(raw, &v); err != nil {
-			t.Fatal(err)
-		}
-		b, _ := json.Marshal(v)
-		d.Resources[keyLDS][i] = bytes.ReplaceAll(b, []byte(`{"@type":"type.googleapis.com/envoy.config.core.v3.Locality","region":"placeholder"}`),
-			[]byte(`{"@type":"type.googleapis.com/example.UnknownFilter","newField":{"x":1}}`))
-	}
-	if all, _ := json.Marshal(d.Resources[keyLDS]); !bytes.Contains(all, []byte("example.UnknownFilter")) {
+	body = bytes.ReplaceAll(body, []byte(`{"@type":"type.googleapis.com/envoy.config.core.v3.Locality","region":"placeholder"}`),
+		[]byte(`{"@type":"type.googleapis.com/example.UnknownFilter","newField":{"x":1}}`))
+	if !bytes.Contains(body, []byte("example.UnknownFilter")) {
 		t.Fatal("test setup: the unknown filter type is missing")
 	}
-	return d, keyPEM
+	return body, keyPEM
+}
+
+// envoyDump builds Envoy's admin ConfigDump JSON, as the server serves it,
+// from resources by short type name, normalised by encoding/json (protojson
+// varies its spacing).
+func envoyDump(t *testing.T, resources map[string][]proto.Message) []byte {
+	t.Helper()
+	clusters := &adminv3.ClustersConfigDump{VersionInfo: "v1"}
+	for _, m := range resources[keyCDS] {
+		clusters.DynamicActiveClusters = append(clusters.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: "v1", Cluster: mustAny(t, m)})
+	}
+	endpoints := &adminv3.EndpointsConfigDump{}
+	for _, m := range resources[keyEDS] {
+		endpoints.DynamicEndpointConfigs = append(endpoints.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{VersionInfo: "v1", EndpointConfig: mustAny(t, m)})
+	}
+	listeners := &adminv3.ListenersConfigDump{}
+	for _, m := range resources[keyLDS] {
+		listeners.DynamicListeners = append(listeners.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{
+			Name: m.(*listenerv3.Listener).GetName(), ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: "v1", Listener: mustAny(t, m)}})
+	}
+	routes := &adminv3.RoutesConfigDump{}
+	for _, m := range resources[keyRDS] {
+		routes.DynamicRouteConfigs = append(routes.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{VersionInfo: "v1", RouteConfig: mustAny(t, m)})
+	}
+	secrets := &adminv3.SecretsConfigDump{}
+	for _, m := range resources[keySDS] {
+		secrets.DynamicActiveSecrets = append(secrets.DynamicActiveSecrets, &adminv3.SecretsConfigDump_DynamicSecret{Name: m.(*tlsv3.Secret).GetName(), Secret: mustAny(t, m)})
+	}
+	d := &adminv3.ConfigDump{}
+	for _, m := range []proto.Message{&adminv3.BootstrapConfigDump{}, clusters, endpoints, listeners, &adminv3.ScopedRoutesConfigDump{}, routes, secrets} {
+		d.Configs = append(d.Configs, mustAny(t, m))
+	}
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = json.Marshal(v)
+	return b
 }
 
 func TestSummariesOfSidecarConfig(t *testing.T) {
 	raw, keyPEM := sidecarDump(t)
-	d, err := decodeDump(raw)
+	d, err := decodeDump("productpage.default", raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +257,7 @@ func TestSummariesOfSidecarConfig(t *testing.T) {
 	// Secrets: never the private key, in tables or JSON/YAML.
 	for _, format := range []string{outJSON, outYAML} {
 		out.Reset()
-		if err := writeDumpResources(&out, &pcOptions{output: format}, d, raw, []string{keySDS}); err != nil {
+		if err := writeDumpResources(&out, &pcOptions{output: format}, d, []string{keySDS}); err != nil {
 			t.Fatal(err)
 		}
 		got := out.String()
@@ -240,7 +265,7 @@ func TestSummariesOfSidecarConfig(t *testing.T) {
 		if strings.Contains(got, "PRIVATE KEY") || strings.Contains(got, strings.Trim(string(keyB64), `"`)[:40]) {
 			t.Errorf("secret -o %s shows the private key:\n%s", format, got)
 		}
-		if !strings.Contains(got, "[redacted]") || !strings.Contains(got, "certificateChain") {
+		if !strings.Contains(got, "[redacted]") || !strings.Contains(got, "certificate_chain") {
 			t.Errorf("secret -o %s:\n%s", format, got)
 		}
 	}
@@ -252,6 +277,7 @@ func TestRedactSecret(t *testing.T) {
 		`{"name":"g","genericSecret":{"secret":{"inlineBytes":"S0VZ"}}}`:                                                                            `{"genericSecret":{"secret":{"inlineString":"[redacted]"}},"name":"g"}`,
 		`{"name":"t","sessionTicketKeys":{"keys":[{"inlineBytes":"S0VZ"}]}}`:                                                                        `{"name":"t","sessionTicketKeys":{"keys":[{"inlineString":"[redacted]"}]}}`,
 		`{"name":"ca","validationContext":{"trustedCa":{"inlineString":"C"}}}`:                                                                      `{"name":"ca","validationContext":{"trustedCa":{"inlineString":"C"}}}`,
+		`{"name":"a","tls_certificate":{"certificate_chain":{"inline_string":"C"},"private_key":{"inline_bytes":"S0VZ"}}}`:                          `{"name":"a","tls_certificate":{"certificate_chain":{"inline_string":"C"},"private_key":{"inline_string":"[redacted]"}}}`,
 		`[1]`: `{"error":"unreadable secret, not shown"}`,
 	} {
 		if got := string(redactSecret(json.RawMessage(in))); got != want {

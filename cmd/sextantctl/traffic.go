@@ -51,9 +51,9 @@ func newTrafficSetCommand(e *env, g *globalFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "set --service HOST [--selector k=v]... --state keepalive|running",
 		Short: "Switch the traffic state of a service's endpoints",
-		Example: `  # Bring the spare pool to full traffic for a peak event, then back.
-  sextantctl traffic set --service checkout.default.svc.cluster.local --selector pool=peak --state running
-  sextantctl traffic set --service checkout.default.svc.cluster.local --selector pool=peak --state keepalive`,
+		Example: `  # On the sample mesh (make run): send echo v2 only the keepalive share, then back.
+  sextantctl traffic set --service echo.default.svc.cluster.local --selector version=v2 --state keepalive
+  sextantctl traffic set --service echo --selector version=v2 --state running`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -74,11 +74,15 @@ func newTrafficSetCommand(e *env, g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d endpoints of %s set to %s (registry %s)\n", resp.Matched, resp.Service, state, resp.Registry)
+			served := "served"
+			if !resp.Served {
+				served = "stored; not served yet, 'sextantctl traffic status' shows it once it is"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s of %s set to %s (registry %s, %s)\n", plural(resp.Matched, "endpoint"), resp.Service, state, resp.Registry, served)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&service, "service", "", "service hostname, e.g. checkout.default.svc.cluster.local")
+	cmd.Flags().StringVar(&service, "service", "", "service hostname, e.g. echo.default.svc.cluster.local (a leading part such as \"echo\" is enough when it names one service)")
 	cmd.Flags().StringArrayVar(&selector, "selector", nil, "endpoint labels to match, k=v (repeatable; all endpoints when absent)")
 	cmd.Flags().StringVar(&state, "state", "", "keepalive or running")
 	return cmd
@@ -162,7 +166,16 @@ func (c *debugClient) SetTraffic(ctx context.Context, req trafficv1.SetRequest) 
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("traffic set refused: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+		// The server words its refusals for people; the HTTP status adds
+		// nothing to them.
+		msg := strings.TrimSpace(string(b))
+		if msg == "" {
+			msg = http.StatusText(resp.StatusCode)
+		}
+		if resp.StatusCode == http.StatusNotFound && strings.HasPrefix(msg, "404 page not found") {
+			msg = "the server at " + c.addr + " has no traffic API (is it Sextant's monitoring port?)"
+		}
+		return nil, fmt.Errorf("traffic set: %s", msg)
 	}
 	var out trafficv1.SetResponse
 	if err := json.Unmarshal(b, &out); err != nil {

@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/sextant-mesh/sextant/internal/testenv"
 )
@@ -30,18 +29,30 @@ spec:
 
 	golden(t, "traffic-status-before", mustSucceed(t, ctl(t, addr, "traffic", "status")))
 	out := mustSucceed(t, ctl(t, addr, "traffic", "set", "--service", "checkout.default.svc.cluster.local", "--selector", "pool=peak", "--state", "running"))
-	if !strings.Contains(out, "2 endpoints of checkout.default.svc.cluster.local set to running (registry file)") {
+	if !strings.Contains(out, "2 endpoints of checkout.default.svc.cluster.local set to running (registry file, served)") {
 		t.Errorf("set output: %q", out)
 	}
-	testenv.Eventually(t, 5*time.Second, func() string {
-		if got := mustSucceed(t, ctl(t, addr, "traffic", "status", "-o", "json")); !strings.Contains(got, `"running": 3`) {
-			return "state not applied: " + got
-		}
-		return ""
-	})
+	// No waiting: status reads what set wrote.
 	golden(t, "traffic-status-after", mustSucceed(t, ctl(t, addr, "traffic", "status")))
+	out = mustSucceed(t, ctl(t, addr, "traffic", "set", "--service", "checkout", "--selector", "pool=base", "--state", "keepalive"))
+	if !strings.Contains(out, "1 endpoint of checkout.default.svc.cluster.local set to keepalive") {
+		t.Errorf("set output: %q", out)
+	}
 
 	mustFail(t, ctl(t, addr, "traffic", "set", "--service", "checkout.default.svc.cluster.local", "--state", "paused"), "--state must be")
-	mustFail(t, ctl(t, addr, "traffic", "set", "--service", "nope.default.svc.cluster.local", "--state", "running"), "not in the mesh")
-	mustFail(t, ctl(t, addr, "traffic", "set", "--service", "checkout.default.svc.cluster.local", "--selector", "pool=none", "--state", "running"), "no endpoint")
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--service", "nope.default.svc.cluster.local", "--state", "running"},
+			`traffic set: service "nope.default.svc.cluster.local" not found in the mesh; services: checkout.default.svc.cluster.local`},
+		{[]string{"--service", "checkout.default.svc.cluster.local", "--selector", "pool=none", "--state", "running"},
+			"no endpoint of checkout.default.svc.cluster.local has the labels pool=none; its endpoints have: pool=base,traffic.sextant.io/state=keepalive; pool=peak,traffic.sextant.io/state=running"},
+	} {
+		r := ctl(t, addr, append([]string{"traffic", "set"}, c.args...)...)
+		mustFail(t, r, c.want)
+		if strings.Contains(r.stderr, "404") || strings.Contains(r.stderr, "map[") {
+			t.Errorf("%v: HTTP status or Go syntax in %q", c.args, r.stderr)
+		}
+	}
 }

@@ -6,11 +6,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sextant-mesh/sextant/api/debug"
+	"github.com/sextant-mesh/sextant/internal/buildinfo"
 )
 
 // versionInfo is version's -o json|yaml form.
 type versionInfo struct {
-	Client string `json:"clientVersion"`
+	Client       string `json:"clientVersion"`
+	ClientCommit string `json:"clientCommit,omitempty"`
 	// Server is nil when the control plane could not be asked.
 	Server      *debug.Version `json:"server,omitempty"`
 	ServerAddr  string         `json:"serverAddress,omitempty"`
@@ -34,7 +36,8 @@ is reported but is not an error.`,
 			if err := checkOutput(output, outJSON, outYAML); err != nil {
 				return err
 			}
-			info := versionInfo{Client: debug.BuildVersion()}
+			bi := buildinfo.Get()
+			info := versionInfo{Client: bi.Version, ClientCommit: bi.Commit}
 			if !clientOnly {
 				c, err := g.client(cmd, e)
 				if err != nil {
@@ -51,11 +54,12 @@ is reported but is not an error.`,
 			if output != outTable {
 				return writeStructured(w, output, info)
 			}
-			fmt.Fprintf(w, "client version: %s\n", info.Client)
+			fmt.Fprintf(w, "client version: %s\n", buildinfo.Info{Version: info.Client, Commit: info.ClientCommit})
 			switch {
 			case clientOnly:
 			case info.Server != nil:
-				fmt.Fprintf(w, "control plane version: %s (instance %s at %s)\n", info.Server.Version, orDash(info.Server.Instance), info.ServerAddr)
+				fmt.Fprintf(w, "control plane version: %s (instance %s at %s)\n",
+					buildinfo.Info{Version: info.Server.Version, Commit: info.Server.Commit}, orDash(info.Server.Instance), info.ServerAddr)
 			default:
 				fmt.Fprintf(cmd.ErrOrStderr(), "control plane version: unknown: %s\n", info.ServerError)
 			}

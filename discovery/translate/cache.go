@@ -2,7 +2,6 @@ package translate
 
 import (
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -87,7 +86,7 @@ func newResource(typeURL, name string, value []byte, msg proto.Message) *Resourc
 	e = append(e, a...)
 	return &Resource{
 		Name:      name,
-		Version:   strconv.FormatUint(model.HashBytes(value), 16),
+		Version:   model.FormatHash(model.HashBytes(value)),
 		Any:       &anypb.Any{TypeUrl: typeURL, Value: e[anyAt+valueAt:]},
 		Msg:       msg,
 		sotwEntry: e,

@@ -364,7 +364,9 @@ func (s *Server) open(ctx context.Context, first *request, delta, secure bool, p
 		prefix:      randomPrefix(),
 		identity:    identity,
 	}
-	s.addConn(c)
+	if err := s.addConn(c); err != nil {
+		return nil, err
+	}
 	// Drain lists connections once: a stream that registers after it
 	// started must leave by itself.
 	if s.draining.Load() {
@@ -758,7 +760,7 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 		if ts == nil {
 			ts = &translate.TypeSet{}
 		}
-		ver := strconv.FormatUint(ts.Hash, 16)
+		ver := model.FormatHash(ts.Hash)
 		if c.delta {
 			var changed []*translate.Resource
 			var removed []string
@@ -864,7 +866,7 @@ func contains(list []string, s string) bool {
 // version sent for it, kept up to date as names change (no per-send sort),
 // so a reconnecting client that holds the same set gets nothing resent.
 func (c *Connection) namedVersionLocked(w *watch) string {
-	return strconv.FormatUint(w.names.sum, 16)
+	return model.FormatHash(w.names.sum)
 }
 
 // nameHash is one subscribed name's share of a named watch's version.
@@ -881,7 +883,7 @@ func versionOf(rs []*translate.Resource) string {
 	for _, r := range rs {
 		h.Str(r.Name).Str(r.Version)
 	}
-	return strconv.FormatUint(h.Sum(), 16)
+	return model.FormatHash(h.Sum())
 }
 
 func (c *Connection) markResumedLocked(w *watch, ver string) {

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sextant-mesh/sextant/api/debug"
+	"github.com/sextant-mesh/sextant/internal/buildinfo"
 )
 
 // Istio's debug types, served over ADS so `istioctl proxy-status
@@ -92,7 +92,7 @@ func (s *Server) controlPlane() *corev3.ControlPlane {
 	b, _ := json.Marshal(map[string]any{
 		"Component": "sextant",
 		"ID":        s.opts.InstanceID,
-		"Info":      map[string]string{"version": debug.BuildVersion()},
+		"Info":      map[string]string{"version": buildinfo.Get().Version},
 	})
 	return &corev3.ControlPlane{Identifier: string(b)}
 }

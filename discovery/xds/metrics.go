@@ -88,5 +88,36 @@ func newMetrics(marshals, hits, misses, translateErrors func() float64) *Metrics
 		m.PushTriggers, m.DebounceTime, m.Services, m.ConfigErrors, m.ExpiredNonce, m.InboundUpdates,
 		m.Marshals, m.CacheHits, m.CacheMisses, m.CacheHitRatio, m.StuckStreams, m.RejectedStreams, m.TranslateErrors, m.SnapshotVersion,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.initLabels()
 	return m
+}
+
+// xdsTypeLabels are the values of the "type" label of per-xDS-type metrics.
+var xdsTypeLabels = []string{"cds", "eds", "lds", "rds", "sds"}
+
+// initLabels creates every known label set at zero, so each metric is
+// exported from the start: a dashboard or alert on, say,
+// pilot_total_xds_rejects sees 0 rather than no series until the first
+// NACK.
+func (m *Metrics) initLabels() {
+	for _, t := range xdsTypeLabels {
+		m.Pushes.WithLabelValues(t)
+		m.Pushes.WithLabelValues(t + "_senderr")
+		m.Rejects.WithLabelValues(t)
+		m.PushTime.WithLabelValues(t)
+		m.ConfigSize.WithLabelValues(t)
+		m.ExpiredNonce.WithLabelValues(t)
+	}
+	for _, r := range []string{"endpoint", "service", "config", "secret"} {
+		m.PushTriggers.WithLabelValues(r)
+	}
+	for _, k := range []string{"endpoint", "service", "config", "errors"} {
+		m.InboundUpdates.WithLabelValues(k)
+	}
+	for _, sev := range []string{"error", "warning"} {
+		m.ConfigErrors.WithLabelValues(sev)
+	}
+	for _, r := range []string{"draining", "bad_node", "admission", "unauthenticated", "identity_mismatch", "name_conflict"} {
+		m.RejectedStreams.WithLabelValues(r)
+	}
 }

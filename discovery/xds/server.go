@@ -14,6 +14,8 @@ import (
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sextant-mesh/sextant/discovery/translate"
 	"github.com/sextant-mesh/sextant/model"
@@ -39,10 +41,6 @@ type Options struct {
 	InstanceID string
 	// PushLogSize is how many push records /debug/push_log keeps.
 	PushLogSize int
-	// SetTraffic applies `sextantctl traffic set` through the registries.
-	SetTraffic TrafficSetter
-	// AdminToken, if set, lets non-loopback callers use write APIs.
-	AdminToken string
 	// NewStreamsPerSecond admits new streams at this rate (burst of the
 	// same size); a stream that cannot be admitted within AdmissionWait is
 	// refused with ResourceExhausted, so a reconnect storm cannot starve
@@ -112,13 +110,17 @@ type Server struct {
 	cache   *translate.Cache
 	metrics *Metrics
 
-	state   atomic.Pointer[pushState]
-	ready   chan struct{}
-	readyOn sync.Once
+	state atomic.Pointer[pushState]
+	// published is closed (and replaced) each time a snapshot is served.
+	published atomic.Pointer[chan struct{}]
+	ready     chan struct{}
+	readyOn   sync.Once
 
-	mu     sync.RWMutex
-	conns  map[string]*Connection
-	connID atomic.Uint64
+	mu    sync.RWMutex
+	conns map[string]*Connection
+	// secureNames are the proxy names held on the secure port; under mu.
+	secureNames map[string]*nameHold
+	connID      atomic.Uint64
 
 	sem       chan struct{}
 	pushq     *pushQueue
@@ -142,18 +144,21 @@ type Server struct {
 func New(agg *model.Aggregator, opts Options) *Server {
 	opts.defaults()
 	s := &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		agg:       agg,
-		cache:     translate.NewCache(),
-		ready:     make(chan struct{}),
-		conns:     map[string]*Connection{},
-		sem:       make(chan struct{}, opts.PushConcurrency),
-		pushq:     newPushQueue(),
-		openq:     newQueue[func()](),
-		seed:      maphash.MakeSeed(),
-		admission: rate.NewLimiter(rate.Limit(opts.NewStreamsPerSecond), opts.NewStreamsPerSecond),
+		opts:        opts,
+		log:         opts.Logger,
+		agg:         agg,
+		cache:       translate.NewCache(),
+		ready:       make(chan struct{}),
+		conns:       map[string]*Connection{},
+		secureNames: map[string]*nameHold{},
+		sem:         make(chan struct{}, opts.PushConcurrency),
+		pushq:       newPushQueue(),
+		openq:       newQueue[func()](),
+		seed:        maphash.MakeSeed(),
+		admission:   rate.NewLimiter(rate.Limit(opts.NewStreamsPerSecond), opts.NewStreamsPerSecond),
 	}
+	published := make(chan struct{})
+	s.published.Store(&published)
 	if opts.Authenticate != nil || opts.Secrets != nil {
 		s.security.Store(&security{auth: opts.Authenticate, secrets: opts.Secrets})
 	}
@@ -209,6 +214,11 @@ func (s *Server) Snapshot() *model.Snapshot {
 	}
 	return nil
 }
+
+// SnapshotChanged returns a channel that is closed when the next snapshot
+// is served. Take it before reading Snapshot to wait for a change without
+// missing one.
+func (s *Server) SnapshotChanged() <-chan struct{} { return *s.published.Load() }
 
 // Run drives the debounce loop until ctx is done: changes recorded by the
 // aggregator are merged until DebounceAfter passes without one, or
@@ -289,6 +299,8 @@ func (s *Server) publish(changedAt time.Time) {
 		}
 	}
 	s.state.Store(st)
+	next := make(chan struct{})
+	close(*s.published.Swap(&next))
 	if snap.Synced {
 		s.readyOn.Do(func() {
 			s.log.Info("initial sync complete; serving", "services", len(snap.Services()), "version", snap.Version)
@@ -408,16 +420,51 @@ func (r *PushRequest) merge(o *PushRequest) *PushRequest {
 	return m
 }
 
-func (s *Server) addConn(c *Connection) {
+// nameHold is which authenticated identity holds a proxy name on the
+// secure port, and by how many streams.
+type nameHold struct {
+	identity string
+	streams  int
+}
+
+// addConn registers a connection. On the secure port a proxy name belongs
+// to the identity that holds it: a stream claiming a name another identity
+// holds is refused, so two workloads cannot pass as one proxy in syncz,
+// config_dump and proxy-status (the node's namespace is checked against
+// the identity, but not its pod.namespace name).
+func (s *Server) addConn(c *Connection) error {
 	s.mu.Lock()
+	if c.identity != nil {
+		id := c.identityName()
+		h := s.secureNames[c.proxy.Name]
+		if h != nil && h.identity != id {
+			s.mu.Unlock()
+			s.metrics.RejectedStreams.WithLabelValues("name_conflict").Inc()
+			return status.Errorf(codes.AlreadyExists, "proxy name %s is already held by a stream authenticated as %s; this stream is authenticated as %s",
+				c.proxy.Name, h.identity, id)
+		}
+		if h == nil {
+			h = &nameHold{identity: id}
+			s.secureNames[c.proxy.Name] = h
+		}
+		h.streams++
+	}
 	s.conns[c.id] = c
 	n := len(s.conns)
 	s.mu.Unlock()
 	s.metrics.Connections.Set(float64(n))
+	return nil
 }
 
 func (s *Server) removeConn(c *Connection) {
 	s.mu.Lock()
+	if _, ok := s.conns[c.id]; ok && c.identity != nil {
+		if h := s.secureNames[c.proxy.Name]; h != nil {
+			if h.streams--; h.streams <= 0 {
+				delete(s.secureNames, c.proxy.Name)
+			}
+		}
+	}
 	delete(s.conns, c.id)
 	n := len(s.conns)
 	s.mu.Unlock()

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sextant-mesh/sextant/discovery/jwks"
+	"github.com/sextant-mesh/sextant/discovery/trafficapi"
 	"github.com/sextant-mesh/sextant/discovery/xds"
 	"github.com/sextant-mesh/sextant/internal/grpclite"
 	"github.com/sextant-mesh/sextant/model"
@@ -31,6 +32,7 @@ type Env struct {
 	Dir     string
 	Agg     *model.Aggregator
 	Server  *xds.Server
+	Traffic *trafficapi.API
 	Addr    string // xDS address
 	Monitor *httptest.Server
 }
@@ -82,18 +84,23 @@ func Start(t testing.TB, dir string, o Options) *Env {
 		}
 	}
 	runRegistry, setter := registry(agg, log)
-	xo := xds.Options{Logger: log, DebounceAfter: o.DebounceAfter, DebounceMax: time.Second, Mesh: o.Mesh,
-		SetTraffic: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
-			if setter == nil {
-				return fmt.Errorf("registry %q cannot change traffic states", registry)
-			}
-			return setter(ctx, namespace, host, selector, state)
-		}}
+	xo := xds.Options{Logger: log, DebounceAfter: o.DebounceAfter, DebounceMax: time.Second, Mesh: o.Mesh}
 	if o.Server != nil {
 		o.Server(&xo)
 	}
 	srv := xds.New(agg, xo)
 	fetcher := jwks.New(agg.NewShard(jwks.ShardName), srv.Snapshot, jwks.Options{Logger: log, Poll: 100 * time.Millisecond})
+	mesh := o.Mesh
+	if mesh.TrustDomain == "" {
+		mesh = model.DefaultMeshConfig()
+	}
+	traffic := trafficapi.New(trafficapi.Options{Snapshots: srv, KeepaliveShare: mesh.KeepaliveShare,
+		Set: func(ctx context.Context, registry, namespace, host string, selector map[string]string, state string) error {
+			if setter == nil {
+				return fmt.Errorf("registry %q cannot change traffic states", registry)
+			}
+			return setter(ctx, namespace, host, selector, state)
+		}})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -124,7 +131,10 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	} else {
 		done <- struct{}{}
 	}
-	mon := httptest.NewServer(srv.Handler())
+	monMux := http.NewServeMux()
+	monMux.Handle("/", srv.Handler())
+	monMux.Handle(trafficapi.Path, traffic)
+	mon := httptest.NewServer(monMux)
 	t.Cleanup(func() {
 		mon.Close()
 		cancel()
@@ -141,7 +151,7 @@ func Start(t testing.TB, dir string, o Options) *Env {
 	case <-time.After(o.ReadyTimeout):
 		t.Fatal("sextant did not become ready (the registry did not finish its initial sync)")
 	}
-	return &Env{Dir: dir, Agg: agg, Server: srv, Addr: lis.Addr().String(), Monitor: mon}
+	return &Env{Dir: dir, Agg: agg, Server: srv, Traffic: traffic, Addr: lis.Addr().String(), Monitor: mon}
 }
 
 // WriteFile writes a file into the config dir atomically (rename), as

@@ -15,7 +15,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/sextant-mesh/sextant/api/debug"
 	"github.com/sextant-mesh/sextant/discovery/translate"
 	"github.com/sextant-mesh/sextant/internal/adsclient"
 	"github.com/sextant-mesh/sextant/internal/testenv"
@@ -126,15 +125,27 @@ func TestCLIAgainstServer(t *testing.T) {
 	if err := json.Unmarshal([]byte(pc.stdout), &clusters); err != nil || pc.code != 0 {
 		t.Fatalf("proxy-config cluster -o json: exit %d, %v\n%s", pc.code, err, pc.stderr)
 	}
-	var dump debug.ConfigDump
+	// /debug/config_dump is Envoy's admin ConfigDump, as istiod serves it.
+	var dump struct {
+		Configs []struct {
+			Type     string            `json:"@type"`
+			Clusters []json.RawMessage `json:"dynamic_active_clusters"`
+		} `json:"configs"`
+	}
 	env.GetJSON(t, "/debug/config_dump?proxyID=cli-delta.default", &dump)
-	if len(clusters) != len(dump.Resources["cds"]) || len(clusters) == 0 {
-		t.Errorf("proxy-config cluster -o json: %d clusters, config_dump has %d", len(clusters), len(dump.Resources["cds"]))
+	var dumped int
+	for _, c := range dump.Configs {
+		if c.Type == "type.googleapis.com/envoy.admin.v3.ClustersConfigDump" {
+			dumped += len(c.Clusters)
+		}
+	}
+	if len(clusters) != dumped || len(clusters) == 0 {
+		t.Errorf("proxy-config cluster -o json: %d clusters, config_dump has %d", len(clusters), dumped)
 	}
 
 	// An unknown proxy fails with a non-zero exit code and says why.
 	miss := runCtl(t, bin, nil, "--addr", addr, "proxy-config", "route", "ghost.default")
-	if miss.code == 0 || !strings.Contains(miss.stderr, `proxy "ghost.default" is not connected`) || miss.stdout != "" {
+	if miss.code == 0 || !strings.Contains(miss.stderr, `proxy "ghost.default" not found: not connected`) || miss.stdout != "" {
 		t.Errorf("unknown proxy: exit %d\nstdout: %s\nstderr: %s", miss.code, miss.stdout, miss.stderr)
 	}
 }

@@ -86,7 +86,7 @@ func TestSDSOverADS(t *testing.T) {
 		})
 	}
 	dump := env.Get(t, "/debug/config_dump?proxyID=reviews-sds.default")
-	if !strings.Contains(dump, "certificateChain") || strings.Contains(dump, "PRIVATE KEY") {
+	if !strings.Contains(dump, "certificate_chain") || strings.Contains(dump, "PRIVATE KEY") {
 		t.Errorf("config_dump must show the certificate but never the key:\n%.500s", dump)
 	}
 

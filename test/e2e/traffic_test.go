@@ -117,7 +117,7 @@ spec:
 		waitResources(t, c, translate.EndpointType, 1)
 	}
 	waitSynced(t, env, n)
-	st := env.Server.TrafficStatus("fleet.default.svc.cluster.local")
+	st := env.Traffic.Status("fleet.default.svc.cluster.local")
 	if len(st) != 1 || st[0].Keepalive != 1000 || st[0].Running != 1 {
 		t.Fatalf("status before: %+v", st)
 	}
@@ -127,7 +127,7 @@ spec:
 		t.Errorf("response %+v", resp)
 	}
 	testenv.Eventually(t, 10*time.Second, func() string {
-		if s := env.Server.TrafficStatus("fleet.default.svc.cluster.local"); len(s) != 1 || s[0].Running != 1001 {
+		if s := env.Traffic.Status("fleet.default.svc.cluster.local"); len(s) != 1 || s[0].Running != 1001 {
 			return fmt.Sprintf("status %+v", s)
 		}
 		log := env.Server.PushLog()
@@ -148,7 +148,7 @@ spec:
 
 	// Durable: a new server on the same directory sees the new state.
 	env2 := testenv.Start(t, dir, testenv.Options{})
-	if s := env2.Server.TrafficStatus("fleet.default.svc.cluster.local"); len(s) != 1 || s[0].Running != 1001 || s[0].Keepalive != 0 {
+	if s := env2.Traffic.Status("fleet.default.svc.cluster.local"); len(s) != 1 || s[0].Running != 1001 || s[0].Keepalive != 0 {
 		t.Errorf("after restart: %+v", s)
 	}
 }

@@ -52,6 +52,10 @@ type SetResponse struct {
 	// Matched counts the endpoints the selector matched when the change was
 	// accepted; the change reaches proxies with the next push.
 	Matched int `json:"matched"`
+	// Served reports that the change is in the configuration being served
+	// (and pushed) when the answer was sent; false means it was stored but
+	// not served within the server's wait.
+	Served bool `json:"served"`
 }
 
 // ServiceStatus is one row of GET /api/v1/traffic.

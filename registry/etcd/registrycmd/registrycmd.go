@@ -7,9 +7,12 @@ package registrycmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"sort"
@@ -35,12 +38,61 @@ type connFlags struct {
 	timeout time.Duration
 }
 
+// probeTimeout bounds the reachability check of the etcd endpoints: an
+// etcd that is not running refuses at once, an unreachable host answers
+// nothing, and either way the user hears about it within seconds rather
+// than after --timeout with "context deadline exceeded".
+const probeTimeout = 3 * time.Second
+
 func (f *connFlags) dial() (*etcdclient.Client, error) {
 	cfg := f.cfg
 	if cfg.Password == "" && cfg.Username != "" {
 		cfg.Password = os.Getenv(PasswordEnv)
 	}
+	if err := probe(cfg.Endpoints, min(probeTimeout, f.timeout)); err != nil {
+		return nil, err
+	}
 	return etcdclient.Dial(cfg)
+}
+
+// probe checks that at least one endpoint accepts a TCP connection.
+func probe(endpoints []string, timeout time.Duration) error {
+	if len(endpoints) == 0 {
+		return fmt.Errorf("no etcd endpoints: set --etcd-endpoints host:port[,…]")
+	}
+	deadline := time.Now().Add(timeout)
+	var errs []string
+	for _, ep := range endpoints {
+		hostPort := ep
+		if u, err := url.Parse(ep); err == nil && u.Host != "" {
+			hostPort = u.Host
+		}
+		conn, err := net.DialTimeout("tcp", hostPort, time.Until(deadline))
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		var nerr net.Error
+		if errors.As(err, &nerr) && nerr.Timeout() {
+			errs = append(errs, ep+": no answer")
+		} else {
+			var oerr *net.OpError
+			if errors.As(err, &oerr) && oerr.Err != nil {
+				err = oerr.Err
+			}
+			errs = append(errs, ep+": "+err.Error())
+		}
+	}
+	return fmt.Errorf("cannot reach etcd at %s (%s); is etcd running there? set --etcd-endpoints",
+		strings.Join(endpoints, ","), strings.Join(errs, "; "))
+}
+
+// describe turns an etcd request timeout into words.
+func (f *connFlags) describe(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("etcd at %s did not answer within --timeout %s: %w", strings.Join(f.cfg.Endpoints, ","), f.timeout, err)
+	}
+	return err
 }
 
 func (f *connFlags) ctx(parent context.Context) (context.Context, context.CancelFunc) {
@@ -107,7 +159,7 @@ instance disappears when its lease expires (--ttl).`,
 			r, err := c.Register(rctx, reg)
 			cancel()
 			if err != nil {
-				return err
+				return f.describe(err)
 			}
 			out := cmd.OutOrStdout()
 			if r.ServiceCreated() {
@@ -190,10 +242,10 @@ func newDeregister(f *connFlags) *cobra.Command {
 			defer cancel()
 			keys, err := c.Deregister(ctx, ns, host, addr)
 			if err != nil {
-				return err
+				return f.describe(err)
 			}
 			if len(keys) == 0 {
-				return fmt.Errorf("no instance of %s/%s has address %s", ns, host, addr)
+				return fmt.Errorf("instance %q not found: no instance of service %s/%s has that address", addr, ns, host)
 			}
 			for _, k := range keys {
 				fmt.Fprintf(cmd.OutOrStdout(), "deregistered %s\n", k)
@@ -221,7 +273,7 @@ func newList(f *connFlags) *cobra.Command {
 			switch output {
 			case "table", "json", "yaml":
 			default:
-				return fmt.Errorf("--output %q: want table, json or yaml", output)
+				return fmt.Errorf("unknown output format %q: this command prints a table (the default), json or yaml", output)
 			}
 			c, err := f.dial()
 			if err != nil {
@@ -232,7 +284,7 @@ func newList(f *connFlags) *cobra.Command {
 			defer cancel()
 			l, err := c.List(ctx)
 			if err != nil {
-				return err
+				return f.describe(err)
 			}
 			out := cmd.OutOrStdout()
 			switch output {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"strings"
 	"sync"
 	"syscall"
@@ -200,5 +201,29 @@ func TestFlagErrors(t *testing.T) {
 			t.Errorf("%v: no error", args)
 		}
 		cancel()
+	}
+}
+
+// TestUnreachableEtcd: without etcd, the commands say so at once, naming
+// the endpoints, instead of waiting for --timeout.
+func TestUnreachableEtcd(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	for _, args := range [][]string{
+		{"list", "--etcd-endpoints", addr},
+		{"deregister", "--namespace", "default", "--service", "a.example.com", "--address", "10.0.0.1", "--etcd-endpoints", addr},
+	} {
+		start := time.Now()
+		_, err := run(context.Background(), args...)
+		if err == nil || !strings.Contains(err.Error(), "cannot reach etcd at "+addr) {
+			t.Errorf("%v: %v, want \"cannot reach etcd at %s\"", args, err, addr)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%v took %v to fail", args, d)
+		}
 	}
 }
