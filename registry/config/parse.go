@@ -96,6 +96,16 @@ type document struct {
 	line  int    // line of the document's first content line, 0 if unknown
 	first int    // line the document's text starts at (for YAML error lines)
 	data  []byte // YAML or JSON text
+	// jsonElem marks an element of a JSON array, whose text starts at line.
+	jsonElem bool
+}
+
+// base is the input line of the document text's first line.
+func (d document) base() int {
+	if d.first == 1 && d.line > 0 && d.jsonElem {
+		return d.line
+	}
+	return d.first
 }
 
 func (d document) location(input string) string {
@@ -172,7 +182,7 @@ func (p *parser) splitJSON(data []byte) {
 		for off < len(data) && strings.IndexByte(", \t\r\n", data[off]) >= 0 {
 			off++
 		}
-		p.document(document{index: i, line: lineAt(data, off), first: 1, data: raw})
+		p.document(document{index: i, line: lineAt(data, off), first: 1, data: raw, jsonElem: true})
 	}
 }
 
@@ -228,19 +238,22 @@ func firstContentLine(doc []byte) int {
 	return 0
 }
 
-var yamlLineRE = regexp.MustCompile(`line (\d+)`)
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): `)
 
-// yamlError rewrites a sigs.k8s.io/yaml error so its line numbers count from
-// the start of the input rather than of the document.
-func yamlError(err error, first int) string {
+// yamlError turns a sigs.k8s.io/yaml error into a message and the input
+// line it names (0 if none): the line goes into the location, where every
+// other error has it, counted from the start of the input rather than of
+// the document.
+func yamlError(err error, base int) (string, int) {
 	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
-	return yamlLineRE.ReplaceAllStringFunc(msg, func(m string) string {
-		n, convErr := strconv.Atoi(m[len("line "):])
-		if convErr != nil {
-			return m
+	line := 0
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		if n, convErr := strconv.Atoi(m[1]); convErr == nil {
+			line = n + base - 1
+			msg = "yaml: " + msg[len(m[0]):]
 		}
-		return "line " + strconv.Itoa(n+first-1)
-	})
+	}
+	return "invalid YAML: " + strings.TrimPrefix(msg, "yaml: "), line
 }
 
 // objectErrors collects the errors of one object.
@@ -271,6 +284,24 @@ func (o *objectErrors) warn(field, format string, args ...any) {
 
 func (p *parser) document(d document) {
 	loc := d.location(p.res.Location)
+	// Errors name the field's own line and column, found only when there
+	// are errors to place.
+	from := len(p.res.Errors)
+	defer func() {
+		var pos *position
+		for i := from; i < len(p.res.Errors); i++ {
+			e := &p.res.Errors[i]
+			if e.Location != loc || e.Field == "" || d.line == 0 {
+				continue
+			}
+			if pos == nil {
+				pos = newPosition(d.data, d.base())
+			}
+			if line, col := pos.of(e.Field); line > 0 {
+				e.Location = fieldLocation(p.res.Location, line, col, d.index)
+			}
+		}
+	}()
 	var key uint64
 	if p.next != nil {
 		key = model.HashBytes(d.data)
@@ -287,7 +318,11 @@ func (p *parser) document(d document) {
 	}
 	js, err := yaml.YAMLToJSON(d.data)
 	if err != nil {
-		fail(yamlError(err, d.first))
+		msg, line := yamlError(err, d.base())
+		if line > 0 {
+			loc = fmt.Sprintf("%s:%d (doc %d)", p.res.Location, line, d.index)
+		}
+		p.report(model.ConfigError{Location: loc, Message: msg})
 		return
 	}
 	var top map[string]json.RawMessage

@@ -30,6 +30,8 @@ const (
 	debounce = 50 * time.Millisecond
 	// maxDelay bounds the wait when events keep coming.
 	maxDelay = 500 * time.Millisecond
+	// rewatchEvery is how often a vanished directory is looked for.
+	rewatchEvery = 250 * time.Millisecond
 )
 
 // Registry serves the config files of a directory tree.
@@ -48,6 +50,10 @@ type Registry struct {
 	dirty bool
 	// reported is what was last passed to SetErrors, by path.
 	reported map[string][]model.ConfigError
+	// gone is set while the directory itself is missing (moved or
+	// deleted as a whole): a fault, not an intent, so the last good
+	// config keeps being served and the fault is reported.
+	gone bool
 }
 
 // fileState is what the registry knows about one file.
@@ -123,21 +129,23 @@ func (r *Registry) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-rewatch:
-			if _, err := os.Stat(r.dir); err != nil {
+			if !r.dirPresent() {
 				continue
 			}
 			if err := w.Add(r.dir); err != nil {
 				r.log.Warn("cannot watch config directory", "err", err)
 				continue
 			}
-			r.log.Info("config directory is back")
+			r.log.Info("config directory is back; reading it again")
 			rewatchTicker.Stop()
 			rewatchTicker, rewatch = nil, nil
+			r.gone = false
+			r.dirty = true // the fault is cleared
+			clear(pending)
+			first = time.Time{}
 			r.watchTree(w, r.dir)
 			r.rescan(r.dir)
-			if r.dirty {
-				r.apply()
-			}
+			r.apply()
 		case ev, ok := <-w.Events:
 			if !ok {
 				return errors.New("file registry: watcher closed")
@@ -165,19 +173,61 @@ func (r *Registry) Run(ctx context.Context) error {
 				timer.Reset(debounce)
 			}
 		case <-timer.C:
+			first = time.Time{}
+			if r.gone {
+				clear(pending) // stale watches of the moved directory
+				continue
+			}
+			if !r.dirPresent() {
+				// The events were the directory going away (rm -r removes
+				// its files first): keep every file's last good version.
+				clear(pending)
+				r.dirGone(w)
+				rewatchTicker = time.NewTicker(rewatchEvery)
+				rewatch = rewatchTicker.C
+				continue
+			}
 			for p := range pending {
 				r.rescan(p)
 			}
 			clear(pending)
-			first = time.Time{}
 			if r.dirty {
 				r.apply()
 			}
-			if _, err := os.Stat(r.dir); errors.Is(err, fs.ErrNotExist) && rewatch == nil {
-				rewatchTicker = time.NewTicker(time.Second)
-				rewatch = rewatchTicker.C
-			}
 		}
+	}
+}
+
+// dirPresent reports whether the configured directory exists as a
+// directory.
+func (r *Registry) dirPresent() bool {
+	info, err := os.Stat(r.dir)
+	return err == nil && info.IsDir()
+}
+
+// dirGone records that the directory vanished: the files it held keep
+// serving their last good version, the fault is reported at the
+// directory's path and the directory's stale watches are dropped (a moved
+// directory's watches follow it to its new name).
+func (r *Registry) dirGone(w *fsnotify.Watcher) {
+	r.gone = true
+	prefix := r.dir + string(filepath.Separator)
+	for _, p := range w.WatchList() {
+		if p == r.dir || strings.HasPrefix(p, prefix) {
+			_ = w.Remove(p) // already gone with a deleted directory
+		}
+	}
+	r.log.Error("config directory is gone (moved or deleted); keeping the last good config until it is back",
+		"files", len(r.files))
+	r.dirty = true
+	r.apply()
+}
+
+// goneError is the error reported while the directory is missing.
+func (r *Registry) goneError() model.ConfigError {
+	return model.ConfigError{
+		Registry: RegistryName, Location: r.dir,
+		Message: fmt.Sprintf("config directory is gone (moved or deleted); serving the last good config of its %d files until it is back", len(r.files)),
 	}
 }
 
@@ -260,7 +310,7 @@ func (r *Registry) rescan(path string) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if path == r.dir {
-			r.log.Warn("config directory is gone", "err", err)
+			return // a fault, handled by Run: never forget the whole tree
 		}
 		r.forgetUnder(path, nil)
 	case err != nil:
@@ -423,7 +473,8 @@ func fileErrors(path string, st *fileState, out *config.Output) []model.ConfigEr
 		if st.good != nil {
 			msg = "file rejected; its previous valid version is still served"
 		}
-		errs = append(errs, model.ConfigError{Registry: RegistryName, Location: path, Message: msg})
+		// A summary: the causes below are what is counted.
+		errs = append(errs, model.ConfigError{Registry: RegistryName, Location: path, Message: msg, Summary: true})
 	}
 	errs = append(errs, st.errs...)
 	return append(errs, out.ErrorsFor(path)...)
@@ -456,6 +507,9 @@ func (r *Registry) apply() {
 	out := config.Build(RegistryName, good)
 
 	errs := map[string][]model.ConfigError{}
+	if r.gone {
+		errs[r.dir] = []model.ConfigError{r.goneError()}
+	}
 	for _, p := range paths {
 		if e := fileErrors(p, r.files[p], out); len(e) > 0 {
 			errs[p] = e
