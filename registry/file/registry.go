@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -32,6 +34,12 @@ const (
 	maxDelay = 500 * time.Millisecond
 	// rewatchEvery is how often a vanished directory is looked for.
 	rewatchEvery = 250 * time.Millisecond
+	// DefaultMaxFileSize is the largest config file read unless
+	// SetMaxFileSize says otherwise.
+	DefaultMaxFileSize = 4 << 20
+	// asyncParseSize is the size from which a changed file is parsed off
+	// the watch loop, so smaller files' changes do not wait behind it.
+	asyncParseSize = 256 << 10
 )
 
 // Registry serves the config files of a directory tree.
@@ -42,6 +50,12 @@ type Registry struct {
 	running atomic.Bool
 	// trafficMu serialises SetTrafficState's rewrites of the state file.
 	trafficMu sync.Mutex
+	// maxFileSize is the largest file read; set before Run.
+	maxFileSize int64
+	// parsed receives the results of files parsed off the watch loop.
+	parsed chan parsedFile
+	// ctx is Run's; parses off the loop stop sending when it is done.
+	ctx context.Context
 
 	// The fields below are owned by the goroutine running Run.
 
@@ -50,6 +64,12 @@ type Registry struct {
 	dirty bool
 	// reported is what was last passed to SetErrors, by path.
 	reported map[string][]model.ConfigError
+	// async is set after the initial load: from then on large files are
+	// parsed off the loop.
+	async bool
+	// parseGen numbers parses off the loop, across files, so a result for
+	// a file deleted and created again meanwhile is never taken as new.
+	parseGen uint64
 	// gone is set while the directory itself is missing (moved or
 	// deleted as a whole): a fault, not an intent, so the last good
 	// config keeps being served and the fault is reported.
@@ -65,6 +85,18 @@ type fileState struct {
 	// docs are the objects of the last parse by document text, so an edit
 	// re-decodes only the documents it touched.
 	docs config.DocCache
+	// parsing is the generation of the newest parse under way off the
+	// loop (0 if none); an older one's result is dropped.
+	parsing uint64
+}
+
+// parsedFile is the result of a parse done off the watch loop.
+type parsedFile struct {
+	path string
+	gen  uint64
+	hash uint64
+	res  *config.Result
+	docs config.DocCache
 }
 
 // New returns a registry for the files under dir that writes to shard. A
@@ -79,8 +111,16 @@ func New(dir string, shard *model.Shard, logger *slog.Logger) *Registry {
 		log:      logger.With("registry", RegistryName, "dir", filepath.Clean(dir)),
 		files:    map[string]*fileState{},
 		reported: map[string][]model.ConfigError{},
+		parsed:   make(chan parsedFile),
+
+		maxFileSize: DefaultMaxFileSize,
 	}
 }
+
+// SetMaxFileSize sets the largest config file the registry reads (bytes);
+// a larger file is refused with an error naming it and the limit, and its
+// last good version, if any, is served. Call it before Run.
+func (r *Registry) SetMaxFileSize(n int64) { r.maxFileSize = n }
 
 // Run loads the directory, marks the shard synced and then follows changes
 // until ctx is cancelled, when it returns nil. It returns an error if the
@@ -104,10 +144,12 @@ func (r *Registry) Run(ctx context.Context) error {
 	if err := w.Add(r.dir); err != nil {
 		return fmt.Errorf("file registry: watch %s: %w", r.dir, err)
 	}
+	r.ctx = ctx
 	r.watchTree(w, r.dir)
 	r.rescan(r.dir)
 	r.apply()
 	r.shard.MarkSynced()
+	r.async = true
 	r.log.Info("initial load done", "files", len(r.files))
 
 	pending := map[string]struct{}{}
@@ -146,6 +188,12 @@ func (r *Registry) Run(ctx context.Context) error {
 			r.watchTree(w, r.dir)
 			r.rescan(r.dir)
 			r.apply()
+		case pf := <-r.parsed:
+			if st := r.files[pf.path]; st != nil && st.parsing == pf.gen {
+				st.parsing = 0
+				r.install(pf.path, st, pf.hash, pf.res, pf.docs)
+				r.apply()
+			}
 		case ev, ok := <-w.Events:
 			if !ok {
 				return errors.New("file registry: watcher closed")
@@ -396,10 +444,12 @@ func (r *Registry) forgetUnder(path string, keep map[string]bool) {
 	}
 }
 
-// load reads and parses one file if its content changed.
+// load reads and parses one file if its content changed. A large file is
+// parsed off the watch loop (after the initial load), so it does not hold
+// back other files' changes; its result comes back on r.parsed.
 func (r *Registry) load(path string) {
 	st := r.files[path]
-	data, err := os.ReadFile(path)
+	data, err := r.read(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			r.forgetUnder(path, nil)
@@ -409,27 +459,87 @@ func (r *Registry) load(path string) {
 			st = &fileState{}
 			r.files[path] = st
 		}
+		msg := fmt.Sprintf("cannot read file: %v", err)
+		var tl *tooLargeError
+		if errors.As(err, &tl) {
+			msg = tl.Error()
+		}
+		if st.readErr && len(st.errs) == 1 && st.errs[0].Message == msg {
+			return
+		}
 		r.dirty = true
 		st.readErr = true
-		st.errs = []model.ConfigError{{
-			Registry: RegistryName, Location: path, Message: fmt.Sprintf("cannot read file: %v", err),
-		}}
-		r.log.Error("cannot read config file", "file", path, "err", err)
+		st.parsing = 0
+		st.errs = []model.ConfigError{{Registry: RegistryName, Location: path, Message: msg}}
+		r.log.Error("cannot read config file; keeping its last good version", "file", path, "err", msg)
 		return
 	}
 	h := model.HashBytes(data)
-	if st != nil && !st.readErr && st.hash == h {
+	if st != nil && !st.readErr && st.hash == h && st.parsing == 0 {
 		return // unchanged
 	}
 	if st == nil {
 		st = &fileState{}
 		r.files[path] = st
 	}
-	r.dirty = true
 	if st.docs == nil {
 		st.docs = config.DocCache{}
 	}
+	if r.async && len(data) >= asyncParseSize {
+		r.parseGen++
+		st.parsing = r.parseGen
+		gen, prev := st.parsing, st.docs
+		go func() {
+			res, docs := config.ParseCached(path, data, prev)
+			select {
+			case r.parsed <- parsedFile{path: path, gen: gen, hash: h, res: res, docs: docs}:
+			case <-r.ctx.Done():
+			}
+		}()
+		return
+	}
+	st.parsing = 0
 	res, docs := config.ParseCached(path, data, st.docs)
+	r.install(path, st, h, res, docs)
+}
+
+// tooLargeError refuses a file over the size limit.
+type tooLargeError struct {
+	size, limit int64
+}
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("file is %d bytes, over the limit of %d (--max-config-file-size); not read", e.size, e.limit)
+}
+
+// read reads a file of at most r.maxFileSize bytes.
+func (r *Registry) read(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err == nil && r.maxFileSize > 0 && info.Size() > r.maxFileSize {
+		return nil, &tooLargeError{size: info.Size(), limit: r.maxFileSize}
+	}
+	// The file may grow after Stat: never read past the limit.
+	limit := r.maxFileSize
+	if limit <= 0 {
+		limit = math.MaxInt64 - 1
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, &tooLargeError{size: int64(len(data)), limit: limit}
+	}
+	return data, nil
+}
+
+// install records the parse of a file's content.
+func (r *Registry) install(path string, st *fileState, h uint64, res *config.Result, docs config.DocCache) {
+	r.dirty = true
 	st.docs = docs
 	for i := range res.Errors {
 		res.Errors[i].Registry = RegistryName

@@ -495,3 +495,54 @@ func TestRegistryDirectoryGone(t *testing.T) {
 		return s.Service(ratings) == nil && len(s.Errors) == 0
 	})
 }
+
+// A file over the size limit is refused with an error naming it and the
+// limit (its last good version keeps serving), and a large file being
+// parsed does not hold back another file's change.
+func TestRegistryFileSizeLimitAndLargeFiles(t *testing.T) {
+	dir := t.TempDir()
+	mesh := filepath.Join(dir, "mesh.yaml")
+	write(t, mesh, meshYAML("10.0.0.1"))
+	write(t, filepath.Join(dir, "ratings.yaml"), ratingsService)
+	agg := model.NewAggregator()
+	reg := New(dir, agg.NewShard("file"), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	reg.SetMaxFileSize(1 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitFor(t, agg, "initial load", func(s *model.Snapshot) bool { return endpointAddrs(s, payments) == "10.0.0.1" })
+
+	// Over the limit: refused, the previous version serves.
+	big := meshYAML("10.0.0.2") + "# " + strings.Repeat("x", 1<<20) + "\n"
+	write(t, mesh, big)
+	snap := waitFor(t, agg, "the size error", func(s *model.Snapshot) bool { return len(errorsFor(s, mesh)) > 0 })
+	e := errorsFor(snap, mesh)[0]
+	if e.Location != mesh || !strings.Contains(e.Message, fmt.Sprintf("file is %d bytes, over the limit of 1048576 (--max-config-file-size)", len(big))) {
+		t.Errorf("error = %+v", e)
+	}
+	if got := endpointAddrs(snap, payments); got != "10.0.0.1" {
+		t.Errorf("endpoints = %q, want the last good version's", got)
+	}
+
+	// Under the limit but large: parsed off the watch loop. Many
+	// documents make its parse slow; a small file's change is not held
+	// back by it, and the large file's content arrives too.
+	var b strings.Builder
+	b.WriteString(meshYAML("10.0.0.3"))
+	for i := 0; b.Len() < 300<<10; i++ {
+		fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d%d, namespace: shop}\nspec: {host: h%d.example.com, trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}}}}\n", i, i)
+	}
+	write(t, mesh, b.String())
+	write(t, filepath.Join(dir, "ratings.yaml"), strings.Replace(ratingsService, "10.96.0.7", "10.96.0.8", 1))
+	waitFor(t, agg, "both changes", func(s *model.Snapshot) bool {
+		svc := s.Service(ratings)
+		return svc != nil && len(svc.Addresses) == 1 && svc.Addresses[0] == "10.96.0.8" &&
+			endpointAddrs(s, payments) == "10.0.0.3" && len(s.Errors) == 0
+	})
+}
