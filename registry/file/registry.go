@@ -28,8 +28,14 @@ const RegistryName = "file"
 
 const (
 	// debounce is how long the registry waits for file system events to
-	// settle before re-reading; the server debounces pushes on its own.
-	debounce = 50 * time.Millisecond
+	// settle before re-reading; the server debounces pushes on its own
+	// (100 ms by default), so this only has to cover one save. An atomic
+	// save (write a temporary file, rename it over) is whole when its
+	// rename arrives; an in-place write is a burst of write events, each
+	// restarting the wait, so 10 ms of silence means the writer is done.
+	// (fsnotify does not expose inotify's IN_CLOSE_WRITE, which would say
+	// so exactly.) It was 50 ms: a weight edit converged in 153-159 ms.
+	debounce = 10 * time.Millisecond
 	// maxDelay bounds the wait when events keep coming.
 	maxDelay = 500 * time.Millisecond
 	// rewatchEvery is how often a vanished directory is looked for.
