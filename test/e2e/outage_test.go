@@ -97,6 +97,31 @@ func pendingEvents(c *adsclient.Client) int {
 	}
 }
 
+// registryBarrier waits until the file registry and the server have
+// handled every file event made before it: it writes a broken file, whose
+// error shows in /debug/config_errors only once the registry has read
+// everything before it (events are handled in order) and the server has
+// built a snapshot, then removes it and waits for the error to go. A
+// rejected file changes no service or config, so it pushes nothing.
+func registryBarrier(t *testing.T, env *testenv.Env, dir string) {
+	t.Helper()
+	name := fmt.Sprintf("zz-barrier-%d.yaml", time.Now().UnixNano())
+	path := filepath.Join(dir, name)
+	testenv.WriteFile(t, path, "kind: [barrier\n")
+	waitErrors(t, env, name)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() string {
+		for _, e := range configErrors(t, env) {
+			if strings.Contains(e, name) {
+				return "the barrier's error is still reported"
+			}
+		}
+		return ""
+	})
+}
+
 // triggerRescan makes the registry re-read the whole directory, as a
 // ConfigMap volume's "..data" swap does: hidden entries are not config, but
 // an event on one re-reads the visible files beside it.
@@ -277,7 +302,7 @@ func TestOutageUnreadableKeepsLastGood(t *testing.T) {
 		if _, err := f.WriteAt([]byte(extraYAML), 0); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		registryBarrier(t, env, env.Dir)
 		if env.Server.Snapshot().Service(extraHost) == nil {
 			t.Fatal("the unreadable file's service is no longer served")
 		}
@@ -331,7 +356,7 @@ func TestOutageUnreadableKeepsLastGood(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = os.Chmod(sub, 0o755) }) // so TempDir can be removed
 		triggerRescan(t, env.Dir)
-		time.Sleep(500 * time.Millisecond)
+		registryBarrier(t, env, env.Dir)
 		served := env.Server.Snapshot().Service(extraHost) != nil
 		if err := os.Chmod(sub, 0o755); err != nil {
 			t.Fatal(err)
@@ -406,7 +431,7 @@ func TestOutageBrokenWriteBurst(t *testing.T) {
 	}
 	testenv.WriteFile(t, path, meshYAML)
 	waitErrors(t, env, "")
-	time.Sleep(300 * time.Millisecond) // registry and server debounce, with margin
+	registryBarrier(t, env, dir)
 	for i, c := range clients {
 		if got := pendingEvents(c); got != 0 {
 			t.Errorf("client %d received %d responses across the burst and recovery, want none", i, got)
