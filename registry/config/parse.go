@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -468,7 +469,7 @@ func decodeIstio(oe *objectErrors, top map[string]json.RawMessage, apiVersion, k
 	if metaOK {
 		oe.setObject(obj.ID())
 	}
-	for _, k := range sortedKeys(top) {
+	for _, k := range slices.Sorted(maps.Keys(top)) {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec", "status":
 		default:
@@ -498,7 +499,7 @@ func decodeTrafficState(oe *objectErrors, top map[string]json.RawMessage, apiVer
 	var meta metav1.ObjectMeta
 	metaOK := decodeStrict(top["metadata"], &meta, "metadata", func(field, msg string) { oe.add(field, "%s", msg) })
 	spec := &trafficv1.TrafficStateSpec{}
-	for _, k := range sortedKeys(top) {
+	for _, k := range slices.Sorted(maps.Keys(top)) {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec":
 		default:
@@ -597,13 +598,4 @@ var protoErrorPrefixRE = regexp.MustCompile(`^proto:\s*(\(line \d+:\d+\):\s*)?`)
 
 func cleanProtoError(err error) string {
 	return protoErrorPrefixRE.ReplaceAllString(err.Error(), "")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
