@@ -335,13 +335,14 @@ func (a *Aggregator) buildLocked() *Snapshot {
 		list := snap.configs[k]
 		sort.Slice(list, func(i, j int) bool { return list[i].Less(list[j]) })
 	}
+	snap.index()
+	snap.Errors = append(snap.Errors, snap.referenceWarnings()...)
 	sort.Slice(snap.Errors, func(i, j int) bool {
 		if snap.Errors[i].Location != snap.Errors[j].Location {
 			return snap.Errors[i].Location < snap.Errors[j].Location
 		}
 		return snap.Errors[i].Error() < snap.Errors[j].Error()
 	})
-	snap.index()
 	return snap
 }
 

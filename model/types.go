@@ -337,8 +337,29 @@ type ConfigError struct {
 	Object  string `json:"object,omitempty"`
 	Field   string `json:"field,omitempty"`
 	Message string `json:"message"`
+	// Code is istioctl analyze's code for the same finding (e.g. IST0101),
+	// when it has one.
+	Code string `json:"code,omitempty"`
 	// Warning marks problems that did not reject the object.
 	Warning bool `json:"warning,omitempty"`
+	// Summary marks an entry that restates the errors of its location
+	// (e.g. "file rejected"): shown, but not counted again.
+	Summary bool `json:"summary,omitempty"`
+}
+
+// CountErrors counts errors and warnings as sextant_config_errors does:
+// summaries are not counted, so one bad file counts once per cause.
+func CountErrors(errs []ConfigError) (errors, warnings int) {
+	for _, e := range errs {
+		switch {
+		case e.Summary:
+		case e.Warning:
+			warnings++
+		default:
+			errors++
+		}
+	}
+	return errors, warnings
 }
 
 // NewErrors returns the errors of errs that are not in old: what a
@@ -365,6 +386,9 @@ func (e ConfigError) Error() string {
 		b.WriteString(e.Field)
 	}
 	b.WriteString(": ")
+	if e.Code != "" {
+		b.WriteString("[" + e.Code + "] ")
+	}
 	b.WriteString(e.Message)
 	return b.String()
 }

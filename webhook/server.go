@@ -8,9 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"time"
+
+	"github.com/sextant-mesh/sextant/internal/filestamp"
 )
 
 // GetCertificateFunc supplies the serving certificate for a TLS handshake,
@@ -102,27 +103,13 @@ type CertFiles struct {
 
 	mu       sync.Mutex
 	cert     *tls.Certificate
-	certStat fileStamp
-	keyStat  fileStamp
+	certStat filestamp.Stamp
+	keyStat  filestamp.Stamp
 	// failed is the last pair of stamps that did not load, so a broken
 	// rotation is logged once rather than on every handshake.
-	failed [2]fileStamp
+	failed [2]filestamp.Stamp
 	// lastErr is the last reload error logged.
 	lastErr string
-}
-
-// fileStamp identifies a version of a file.
-type fileStamp struct {
-	mod  time.Time
-	size int64
-}
-
-func stamp(path string) (fileStamp, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}, err
-	}
-	return fileStamp{mod: fi.ModTime(), size: fi.Size()}, nil
 }
 
 // LoadCertFiles reads the pair once, so a bad flag fails at start-up.
@@ -138,23 +125,23 @@ func LoadCertFiles(certFile, keyFile string, log *slog.Logger) (*CertFiles, erro
 }
 
 func (c *CertFiles) reload() error {
-	cs, err := stamp(c.certFile)
+	cs, err := filestamp.Of(c.certFile)
 	if err != nil {
 		return fmt.Errorf("webhook certificate: %w", err)
 	}
-	ks, err := stamp(c.keyFile)
+	ks, err := filestamp.Of(c.keyFile)
 	if err != nil {
 		return fmt.Errorf("webhook key: %w", err)
 	}
 	if c.cert != nil && cs == c.certStat && ks == c.keyStat {
 		return nil
 	}
-	if c.cert != nil && c.failed == [2]fileStamp{cs, ks} {
+	if c.cert != nil && c.failed == [2]filestamp.Stamp{cs, ks} {
 		return nil // already reported
 	}
 	pair, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 	if err != nil {
-		c.failed = [2]fileStamp{cs, ks}
+		c.failed = [2]filestamp.Stamp{cs, ks}
 		return fmt.Errorf("webhook certificate %s and key %s: %w", c.certFile, c.keyFile, err)
 	}
 	if c.cert != nil {

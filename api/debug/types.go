@@ -56,6 +56,10 @@ type ConfigError struct {
 	Message string `json:"message"`
 	// Warning marks problems that did not reject the object.
 	Warning bool `json:"warning,omitempty"`
+	// Code is istioctl analyze's message code (IST0101, …) where it has one.
+	Code string `json:"code,omitempty"`
+	// Summary marks the "file rejected" note that accompanies its causes.
+	Summary bool `json:"summary,omitempty"`
 }
 
 // Error formats the problem as the server logs it:

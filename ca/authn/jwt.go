@@ -14,6 +14,7 @@ import (
 	"go.step.sm/crypto/jose"
 
 	"github.com/sextant-mesh/sextant/ca/spiffe"
+	"github.com/sextant-mesh/sextant/internal/filestamp"
 )
 
 // DefaultAudience is the audience istio-agent's token is minted for
@@ -88,7 +89,7 @@ func NewJWT(issuers []JWTIssuer, o JWTOptions) (*JWT, error) {
 		if err != nil {
 			return nil, fmt.Errorf("JWT issuer %q: %w", is.Issuer, err)
 		}
-		j.issuers[is.Issuer] = &jwks{path: is.JWKSFile, keys: keys, stamp: fileStampOf(is.JWKSFile), checked: o.Now(),
+		j.issuers[is.Issuer] = &jwks{path: is.JWKSFile, keys: keys, stamp: stampOf(is.JWKSFile), checked: o.Now(),
 			log: o.Logger.With("issuer", is.Issuer, "jwks", is.JWKSFile)}
 	}
 	return j, nil
@@ -206,7 +207,7 @@ type jwks struct {
 
 	mu      sync.Mutex
 	keys    []jose.JSONWebKey
-	stamp   fileStamp
+	stamp   filestamp.Stamp
 	checked time.Time
 }
 
@@ -218,7 +219,7 @@ func (s *jwks) candidates(kid string, now time.Time) []jose.JSONWebKey {
 	defer s.mu.Unlock()
 	if now.Sub(s.checked) >= jwksRecheck {
 		s.checked = now
-		if st := fileStampOf(s.path); st != s.stamp {
+		if st := stampOf(s.path); st != s.stamp {
 			keys, err := loadJWKS(s.path)
 			if err != nil {
 				s.log.Error("JWKS changed but does not load; keeping the previous keys", "err", err)
@@ -273,16 +274,9 @@ func loadJWKS(path string) ([]jose.JSONWebKey, error) {
 	return keys, nil
 }
 
-// fileStamp identifies a file version cheaply.
-type fileStamp struct {
-	mod  time.Time
-	size int64
-}
-
-func fileStampOf(path string) fileStamp {
-	st, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}
-	}
-	return fileStamp{mod: st.ModTime(), size: st.Size()}
+// stampOf stamps a JWKS file; a file that cannot be stat'ed has the zero
+// stamp, so it reads as changed once it is back.
+func stampOf(path string) filestamp.Stamp {
+	st, _ := filestamp.Of(path)
+	return st
 }

@@ -14,6 +14,8 @@ import (
 
 	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/pemutil"
+
+	"github.com/sextant-mesh/sextant/internal/filestamp"
 )
 
 // File names in --ca-dir, as Istio names them.
@@ -172,17 +174,9 @@ func writeAtomic(path string, data []byte, perm fs.FileMode) error {
 	return nil
 }
 
-// stamp identifies a file version cheaply, for reload detection.
-type stamp struct {
-	mod  time.Time
-	size int64
-	ok   bool
-}
-
-func stampOf(path string) stamp {
-	st, err := os.Stat(path)
-	if err != nil {
-		return stamp{}
-	}
-	return stamp{mod: st.ModTime(), size: st.Size(), ok: true}
+// stampOf stamps a plugged-in file for reload detection; a file that
+// cannot be stat'ed has the zero stamp.
+func stampOf(path string) filestamp.Stamp {
+	st, _ := filestamp.Of(path)
+	return st
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.step.sm/crypto/x509util"
+
+	"github.com/sextant-mesh/sextant/internal/filestamp"
 )
 
 // Defaults, as Istio's (security/pkg/cmd/constants.go).
@@ -82,7 +84,7 @@ type Store struct {
 
 	mu       sync.Mutex // serializes Check; guards watchers and stamps
 	watchers map[chan struct{}]struct{}
-	stamps   map[string]stamp // plugged-in files as last loaded
+	stamps   map[string]filestamp.Stamp // plugged-in files as last loaded
 }
 
 // Open loads the CA material in dir, generating a self-signed root when
@@ -423,8 +425,8 @@ func (s *Store) checkSelfSigned(m *Material) (bool, error) {
 
 var pluggedFiles = []string{CACertFile, CAKeyFile, CertChainFile, RootCertFile}
 
-func (s *Store) pluggedStamps() map[string]stamp {
-	st := make(map[string]stamp, len(pluggedFiles))
+func (s *Store) pluggedStamps() map[string]filestamp.Stamp {
+	st := make(map[string]filestamp.Stamp, len(pluggedFiles))
 	for _, f := range pluggedFiles {
 		st[f] = stampOf(s.path(f))
 	}

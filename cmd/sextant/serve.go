@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/reflection"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/sextant-mesh/sextant/discovery/jwks"
 	"github.com/sextant-mesh/sextant/discovery/trafficapi"
@@ -35,6 +36,7 @@ type trafficSetter func(ctx context.Context, namespace, host string, selector ma
 
 type serveOptions struct {
 	configDir      string
+	maxConfigFile  string
 	xdsAddr        string
 	secureAddr     string
 	monitoringAddr string
@@ -89,6 +91,7 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.configDir, "config-dir", "", "directory of Kubernetes/Istio YAML to serve (watched for changes)")
+	f.StringVar(&o.maxConfigFile, "max-config-file-size", "4Mi", "largest file read from --config-dir (bytes, or a quantity such as 4Mi); a larger one is refused with an error and its last good version served")
 	f.StringVar(&o.xdsAddr, "xds-addr", ":15010", "plaintext gRPC address for ADS and delta ADS")
 	f.StringVar(&o.secureAddr, "secure-addr", ":15012", "TLS gRPC address (CA API, ADS with SDS); needs --ca-dir")
 	f.StringVar(&o.monitoringAddr, "monitoring-addr", ":15014", "HTTP address for /ready, /metrics and /debug/*")
@@ -155,7 +158,12 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		if !st.IsDir() {
 			return fmt.Errorf("--config-dir %s is not a directory", o.configDir)
 		}
+		q, err := resource.ParseQuantity(o.maxConfigFile)
+		if err != nil || q.Value() <= 0 {
+			return fmt.Errorf("--max-config-file-size %q: want a positive size such as 4Mi or 4194304", o.maxConfigFile)
+		}
 		reg := file.New(o.configDir, agg.NewShard("file"), log)
+		reg.SetMaxFileSize(q.Value())
 		runners = append(runners, reg.Run)
 		setters[file.RegistryName] = reg.SetTrafficState
 	}

@@ -39,8 +39,13 @@ func newAnalyzeCommand(e *env) *cobra.Command {
 analyze applies exactly what 'sextant serve --config-dir' applies: every file
 is parsed and validated on its own (a file with any error is rejected as a
 whole: the server keeps serving its previous version), then the valid files
-are checked together (duplicate objects, VirtualService subsets that no
-DestinationRule defines, EndpointSlices without a Service).
+are checked together (duplicate objects, EndpointSlices without a Service)
+and merged as the server merges them, where references are checked as
+istioctl analyze checks them: a VirtualService host or destination that
+matches no service and a subset no DestinationRule defines (IST0101), a
+DestinationRule subset whose labels select no endpoint (IST0127). Against
+a server with other registries too, a service defined only there is
+reported here as not found; the server's /debug/config_errors sees them all.
 
 Directories are read as the server reads them: *.yaml, *.yml and *.json
 files, recursively, skipping names that start with a dot. Files named on the
@@ -156,7 +161,52 @@ func analyze(args []string, stdin io.Reader) (*analysis, error) {
 		}
 		a.Issues = append(a.Issues, issues...)
 	}
+	// References from routing config to services, subsets and endpoints
+	// are checked on the merged model, exactly as the server checks them.
+	for _, is := range referenceWarnings(out) {
+		a.Warnings++
+		a.Issues = append(a.Issues, is)
+	}
+	// Findings in input order, each input's in the order found.
+	inputOf := func(loc string) int {
+		for i, in := range inputs {
+			if loc == in.path || strings.HasPrefix(loc, in.path+":") || strings.HasPrefix(loc, in.path+"#") {
+				return i
+			}
+		}
+		return len(inputs)
+	}
+	sort.SliceStable(a.Issues, func(i, j int) bool {
+		return inputOf(a.Issues[i].Location) < inputOf(a.Issues[j].Location)
+	})
 	return a, nil
+}
+
+// referenceWarnings merges out into a snapshot, as the server does, and
+// returns the snapshot's checks of references (istioctl analyze's codes).
+func referenceWarnings(out *config.Output) []model.ConfigError {
+	agg := model.NewAggregator()
+	shard := agg.NewShard(file.RegistryName)
+	shard.Update(func(tx *model.Txn) {
+		for _, svc := range out.Services {
+			tx.SetService(svc)
+		}
+		for k, eps := range out.Endpoints {
+			tx.SetEndpoints(k, eps)
+		}
+		for _, c := range out.Configs {
+			tx.SetConfig(c)
+		}
+	})
+	shard.MarkSynced()
+	snap, _ := agg.Build()
+	var warns []model.ConfigError
+	for _, e := range snap.Errors {
+		if e.Code != "" {
+			warns = append(warns, e)
+		}
+	}
+	return warns
 }
 
 // write prints the findings for people.

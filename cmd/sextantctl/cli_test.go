@@ -320,9 +320,10 @@ kind: DestinationRule
 metadata: {name: echo, namespace: default}
 spec:
   host: echo.default.svc.cluster.local
-  subsets: [{name: v1, labels: {version: v1}}]
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
 `)
-	// A missing subset is a warning (Istio's IST0101), as on the server.
+	// A missing subset and a host typo are warnings (Istio's IST0101), as is
+	// a subset selecting no endpoint (IST0127), as on the server.
 	write("routes/split.yaml", `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: echo, namespace: default}
@@ -334,6 +335,7 @@ spec:
       weight: 90
     - destination: {host: echo.default.svc.cluster.local, subset: v3}
       weight: 10
+    mirror: {host: ehco.default.svc.cluster.local, subset: v1}
 `)
 	// Hidden and non-config files are skipped, as the server skips them.
 	write(".hidden/broken.yaml", "this: [is not valid")
@@ -343,7 +345,7 @@ spec:
 		r := ctl(t, "", "analyze", dir)
 		out := mustSucceed(t, r)
 		golden(t, "analyze-warnings", strings.ReplaceAll(out, dir, "DIR"))
-		mustFail(t, ctl(t, "", "analyze", "--strict", dir), "1 warning in 2 files (--strict fails on warnings)")
+		mustFail(t, ctl(t, "", "analyze", "--strict", dir), "3 warnings in 2 files (--strict fails on warnings)")
 	})
 
 	write("routes/bad.yaml", `apiVersion: networking.istio.io/v1
@@ -369,7 +371,7 @@ metadata: {name: g}
 		mustFail(t, r, "errors in 4 files; rejected as a whole: "+filepath.Join(dir, "routes/bad.yaml")+", "+filepath.Join(dir, "syntax.yml"))
 		golden(t, "analyze-errors", strings.ReplaceAll(r.stdout, dir, "DIR"))
 		for _, want := range []string{
-			filepath.Join(dir, "routes/bad.yaml") + ":1 (doc 1): VirtualService default/bad: spec.http[0].route",
+			filepath.Join(dir, "routes/bad.yaml") + ":7:5 (doc 1): VirtualService default/bad: spec.http[0].route",
 			"weight",
 			filepath.Join(dir, "syntax.yml") + ":",
 		} {
@@ -406,7 +408,7 @@ metadata: {name: g}
 		root.SetOut(&out)
 		root.SetErr(&errOut)
 		err := root.Execute()
-		if err == nil || !strings.Contains(out.String(), "<stdin>:1 (doc 1): DestinationRule default/x: spec.host") {
+		if err == nil || !strings.Contains(out.String(), "<stdin>:4:1 (doc 1): DestinationRule default/x: spec.host") {
 			t.Errorf("analyze -: err %v\n%s", err, out.String())
 		}
 	})

@@ -247,7 +247,7 @@ func (s *Server) handleConfigErrors(w http.ResponseWriter, _ *http.Request) {
 // debugConfigError converts the model's error to the public API's, so the
 // model may change without changing the API.
 func debugConfigError(e model.ConfigError) debug.ConfigError {
-	return debug.ConfigError{Registry: e.Registry, Location: e.Location, Object: e.Object, Field: e.Field, Message: e.Message, Warning: e.Warning}
+	return debug.ConfigError{Registry: e.Registry, Location: e.Location, Object: e.Object, Field: e.Field, Message: e.Message, Warning: e.Warning, Code: e.Code, Summary: e.Summary}
 }
 
 func sourceString(src model.Source) string {

@@ -281,14 +281,7 @@ func (s *Server) publish(changedAt time.Time) {
 	st := &pushState{snap: snap, tctx: tctx}
 	s.metrics.Services.Set(float64(len(snap.Services())))
 	s.metrics.SnapshotVersion.Set(float64(snap.Version))
-	var nerr, nwarn int
-	for _, e := range snap.Errors {
-		if e.Warning {
-			nwarn++
-		} else {
-			nerr++
-		}
-	}
+	nerr, nwarn := model.CountErrors(snap.Errors)
 	s.metrics.ConfigErrors.WithLabelValues("error").Set(float64(nerr))
 	s.metrics.ConfigErrors.WithLabelValues("warning").Set(float64(nwarn))
 	if !snap.Synced {

@@ -3,7 +3,9 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,7 +33,7 @@ func protoProblem(md protoreflect.MessageDescriptor, v any, path string) (string
 	}
 	fields := md.Fields()
 	oneofs := map[protoreflect.FullName]string{} // oneof → the key that set it
-	for _, k := range sortedKeys(obj) {
+	for _, k := range slices.Sorted(maps.Keys(obj)) {
 		fd := fields.ByJSONName(k)
 		if fd == nil {
 			fd = fields.ByTextName(k)
@@ -56,7 +58,7 @@ func protoProblem(md protoreflect.MessageDescriptor, v any, path string) (string
 			if !ok {
 				return p, "must be a map, not " + jsonType(val)
 			}
-			for _, mk := range sortedKeys(m) {
+			for _, mk := range slices.Sorted(maps.Keys(m)) {
 				ep := p + "[" + strconv.Quote(mk) + "]"
 				if isIntKind(fd.MapKey().Kind()) {
 					if _, err := strconv.ParseInt(mk, 10, 64); err != nil {
@@ -230,7 +232,7 @@ func jsonProblem(t reflect.Type, v any, path string) (string, string) {
 			return "", "" // the decoder reports type mismatches
 		}
 		fields := jsonFields(t)
-		for _, k := range sortedKeys(obj) {
+		for _, k := range slices.Sorted(maps.Keys(obj)) {
 			p := joinPath(path, k)
 			ft, ok := fields[k]
 			if !ok {
@@ -255,7 +257,7 @@ func jsonProblem(t reflect.Type, v any, path string) (string, string) {
 		if !ok {
 			return "", ""
 		}
-		for _, k := range sortedKeys(m) {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
 			if fp, why := jsonProblem(t.Elem(), m[k], path+"["+strconv.Quote(k)+"]"); why != "" {
 				return fp, why
 			}

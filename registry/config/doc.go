@@ -11,8 +11,10 @@
 //
 //   - Parse decodes one input (a file, a key, an admission request) and
 //     validates every object in it on its own.
-//   - ValidateSet checks references between objects of a whole set of
-//     inputs (for example VirtualService subsets against DestinationRules).
+//   - ValidateSet checks what spans a whole set of inputs (duplicates,
+//     EndpointSlices without their Service). References from routing config
+//     to services, subsets and endpoints are checked on the merged snapshot
+//     (model), since another registry may define what is referenced.
 //   - Build converts the valid objects of a set into model objects; it runs
 //     ValidateSet itself.
 package config

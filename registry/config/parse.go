@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -97,6 +98,16 @@ type document struct {
 	line  int    // line of the document's first content line, 0 if unknown
 	first int    // line the document's text starts at (for YAML error lines)
 	data  []byte // YAML or JSON text
+	// jsonElem marks an element of a JSON array, whose text starts at line.
+	jsonElem bool
+}
+
+// base is the input line of the document text's first line.
+func (d document) base() int {
+	if d.first == 1 && d.line > 0 && d.jsonElem {
+		return d.line
+	}
+	return d.first
 }
 
 func (d document) location(input string) string {
@@ -173,7 +184,7 @@ func (p *parser) splitJSON(data []byte) {
 		for off < len(data) && strings.IndexByte(", \t\r\n", data[off]) >= 0 {
 			off++
 		}
-		p.document(document{index: i, line: lineAt(data, off), first: 1, data: raw})
+		p.document(document{index: i, line: lineAt(data, off), first: 1, data: raw, jsonElem: true})
 	}
 }
 
@@ -229,19 +240,22 @@ func firstContentLine(doc []byte) int {
 	return 0
 }
 
-var yamlLineRE = regexp.MustCompile(`line (\d+)`)
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): `)
 
-// yamlError rewrites a sigs.k8s.io/yaml error so its line numbers count from
-// the start of the input rather than of the document.
-func yamlError(err error, first int) string {
+// yamlError turns a sigs.k8s.io/yaml error into a message and the input
+// line it names (0 if none): the line goes into the location, where every
+// other error has it, counted from the start of the input rather than of
+// the document.
+func yamlError(err error, base int) (string, int) {
 	msg := strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")
-	return yamlLineRE.ReplaceAllStringFunc(msg, func(m string) string {
-		n, convErr := strconv.Atoi(m[len("line "):])
-		if convErr != nil {
-			return m
+	line := 0
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		if n, convErr := strconv.Atoi(m[1]); convErr == nil {
+			line = n + base - 1
+			msg = "yaml: " + msg[len(m[0]):]
 		}
-		return "line " + strconv.Itoa(n+first-1)
-	})
+	}
+	return "invalid YAML: " + strings.TrimPrefix(msg, "yaml: "), line
 }
 
 // objectErrors collects the errors of one object.
@@ -272,6 +286,24 @@ func (o *objectErrors) warn(field, format string, args ...any) {
 
 func (p *parser) document(d document) {
 	loc := d.location(p.res.Location)
+	// Errors name the field's own line and column, found only when there
+	// are errors to place.
+	from := len(p.res.Errors)
+	defer func() {
+		var pos *position
+		for i := from; i < len(p.res.Errors); i++ {
+			e := &p.res.Errors[i]
+			if e.Location != loc || e.Field == "" || d.line == 0 {
+				continue
+			}
+			if pos == nil {
+				pos = newPosition(d.data, d.base())
+			}
+			if line, col := pos.of(e.Field); line > 0 {
+				e.Location = fieldLocation(p.res.Location, line, col, d.index)
+			}
+		}
+	}()
 	var key uint64
 	if p.next != nil {
 		key = model.HashBytes(d.data)
@@ -288,7 +320,11 @@ func (p *parser) document(d document) {
 	}
 	js, err := yaml.YAMLToJSON(d.data)
 	if err != nil {
-		fail(yamlError(err, d.first))
+		msg, line := yamlError(err, d.base())
+		if line > 0 {
+			loc = fmt.Sprintf("%s:%d (doc %d)", p.res.Location, line, d.index)
+		}
+		p.report(model.ConfigError{Location: loc, Message: msg})
 		return
 	}
 	var top map[string]json.RawMessage
@@ -441,7 +477,7 @@ func decodeIstio(oe *objectErrors, top map[string]json.RawMessage, apiVersion, k
 	if metaOK {
 		oe.setObject(obj.ID())
 	}
-	for _, k := range sortedKeys(top) {
+	for _, k := range slices.Sorted(maps.Keys(top)) {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec", "status":
 		default:
@@ -471,7 +507,7 @@ func decodeTrafficState(oe *objectErrors, top map[string]json.RawMessage, apiVer
 	var meta metav1.ObjectMeta
 	metaOK := decodeStrict(top["metadata"], &meta, "metadata", func(field, msg string) { oe.add(field, "%s", msg) })
 	spec := &trafficv1.TrafficStateSpec{}
-	for _, k := range sortedKeys(top) {
+	for _, k := range slices.Sorted(maps.Keys(top)) {
 		switch k {
 		case "apiVersion", "kind", "metadata", "spec":
 		default:
@@ -570,13 +606,4 @@ var protoErrorPrefixRE = regexp.MustCompile(`^proto:\s*(\(line \d+:\d+\):\s*)?`)
 
 func cleanProtoError(err error) string {
 	return protoErrorPrefixRE.ReplaceAllString(err.Error(), "")
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -142,7 +143,7 @@ func TestParseJSON(t *testing.T) {
 		t.Fatalf("objects %d, errors %v", len(res.Objects), res.Errors)
 	}
 	e := res.Errors[0]
-	if e.Location != "list.json:4 (doc 2)" || e.Object != "DestinationRule default/b" || e.Field != "spec.bogus" {
+	if e.Location != "list.json:5:53 (doc 2)" || e.Object != "DestinationRule default/b" || e.Field != "spec.bogus" {
 		t.Errorf("error = %+v", e)
 	}
 }
@@ -185,11 +186,11 @@ func TestParseErrors(t *testing.T) {
 		name: "broken YAML in the second document",
 		input: vsHead + "  hosts: [a]\n  http: [{route: [{destination: {host: a}}]}]\n---\n" +
 			"apiVersion: v1\nkind: Service\nmetadata: {name: s\nspec: {}\n",
-		want: wantErr{loc: "in.yaml:8 (doc 2)", msg: "yaml: line 10"},
+		want: wantErr{loc: "in.yaml:10 (doc 2)", msg: "invalid YAML: did not find expected ',' or '}'"},
 	}, {
 		name:  "unknown field in spec",
 		input: vsHead + "  hosts: [a]\n  http:\n  - route:\n    - destination: {host: a}\n      wieght: 100\n",
-		want:  wantErr{loc: "in.yaml:1 (doc 1)", obj: "VirtualService ns1/vs", field: "spec.http[0].route[0].wieght", msg: `unknown field "wieght"`},
+		want:  wantErr{loc: "in.yaml:9:7 (doc 1)", obj: "VirtualService ns1/vs", field: "spec.http[0].route[0].wieght", msg: `unknown field "wieght"`},
 	}, {
 		name:  "unknown top-level field",
 		input: drHead + "  host: a\nextra: 1\n",
@@ -452,7 +453,7 @@ func TestParseErrors(t *testing.T) {
 	}, {
 		name:  "duplicate object in one input",
 		input: drHead + "  host: a\n---\n" + drHead + "  host: b\n",
-		want:  wantErr{loc: "in.yaml:7 (doc 2)", field: "metadata.name", msg: "duplicate object: also defined at in.yaml:1 (doc 1)"},
+		want:  wantErr{loc: "in.yaml:9:12 (doc 2)", field: "metadata.name", msg: "duplicate object: also defined at in.yaml:1 (doc 1)"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := Parse("in.yaml", []byte(tc.input))
@@ -552,6 +553,61 @@ spec:
 	for _, want := range []string{`condition key "request.regex.headers[x]" is not supported: the rule is left out`} {
 		if !strings.Contains(all, want) {
 			t.Errorf("missing warning %q in:\n%s", want, all)
+		}
+	}
+}
+
+// Errors point at the field's own line and column, in any document, also
+// for YAML syntax errors (whose line goes into the location, not the
+// message).
+func TestErrorPositions(t *testing.T) {
+	var b strings.Builder
+	for i := range 50 {
+		fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: dr%d}\nspec:\n  host: a\n", i)
+	}
+	// Document 51 starts on line 301.
+	b.WriteString(`---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: vs
+  labels: {"a.b/c": ok}
+spec:
+  hosts: [a]
+  http:
+  - route:
+    - destination: {host: a}
+      weight: 60
+    - destination: {host: a}
+      weight: 50
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s
+spec: {}
+`)
+	res := Parse("many.yaml", []byte(b.String()))
+	got := map[string]string{}
+	for _, e := range res.Errors {
+		got[e.Field+"|"+e.Message] = e.Location
+	}
+	for key, want := range map[string]string{
+		"spec.http[0].route|destination weights must sum to 100, got 110": "many.yaml:310:5 (doc 51)",
+		"|invalid YAML: did not find expected ',' or '}'":                 "many.yaml:318 (doc 52)",
+	} {
+		if got[key] != want {
+			t.Errorf("%s: location %q, want %q (all: %v)", key, got[key], want, res.Errors)
+		}
+	}
+	pos := newPosition([]byte("metadata:\n  labels: {\"a.b/c\": ok}\nspec:\n  x: [1, {y: 2}]\n"), 10)
+	for field, want := range map[string][2]int{
+		`metadata.labels["a.b/c"]`: {11, 12},
+		`spec.x[1].y`:              {13, 11},
+		`spec.missing`:             {12, 1}, // the nearest written ancestor
+		`nothing`:                  {0, 0},
+	} {
+		if l, c := pos.of(field); l != want[0] || c != want[1] {
+			t.Errorf("of(%s) = %d:%d, want %d:%d", field, l, c, want[0], want[1])
 		}
 	}
 }

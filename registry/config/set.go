@@ -2,9 +2,7 @@ package config
 
 import (
 	"fmt"
-	"sort"
 
-	networking "istio.io/api/networking/v1alpha3"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/sextant-mesh/sextant/model"
@@ -57,9 +55,10 @@ func collect(results []*Result) ([]source, []setError) {
 }
 
 // ValidateSet checks what no single input can: duplicate objects across
-// inputs, VirtualService subsets that no DestinationRule defines (a warning,
-// as Istio's analyzer IST0101), and EndpointSlices whose Service is missing
-// (a warning). Parse has already validated each object on its own.
+// inputs and EndpointSlices whose Service is missing (a warning). Parse has
+// already validated each object on its own. References between routing
+// config and services (istioctl analyze's IST0101 and IST0127) are checked
+// on the merged model.Snapshot, where every registry's services are.
 func ValidateSet(results []*Result) []model.ConfigError {
 	objs, errs := collect(results)
 	errs = append(errs, checkReferences(objs)...)
@@ -77,114 +76,32 @@ func flatten(errs []setError) []model.ConfigError {
 	return out
 }
 
-// drSubsets is what the subset check needs from a DestinationRule.
-type drSubsets struct {
-	host    string // fully qualified, may be a wildcard
-	id      string
-	subsets map[string]bool
-}
-
+// checkReferences finds EndpointSlices whose Service is missing. References
+// that may be satisfied by another registry (VirtualService hosts,
+// destinations and subsets) are checked on the merged snapshot instead.
 func checkReferences(objs []source) []setError {
-	var drs []drSubsets
 	kubeServices := map[model.ServiceKey]bool{}
 	for _, s := range objs {
-		switch spec := s.obj.Spec.(type) {
-		case *networking.DestinationRule:
-			d := drSubsets{
-				host:    model.ResolveHost(spec.GetHost(), s.obj.Namespace),
-				id:      s.obj.ID(),
-				subsets: map[string]bool{},
-			}
-			for _, ss := range spec.GetSubsets() {
-				d.subsets[ss.GetName()] = true
-			}
-			drs = append(drs, d)
-		}
 		if s.obj.Kind == KindService {
 			kubeServices[kubeServiceKey(s.obj.Namespace, s.obj.Name)] = true
 		}
 	}
-	// Most specific host first, so messages name the closest rule.
-	sort.SliceStable(drs, func(i, j int) bool { return len(drs[i].host) > len(drs[j].host) })
-
 	var errs []setError
 	for _, s := range objs {
-		switch spec := s.obj.Spec.(type) {
-		case *networking.VirtualService:
-			for _, ref := range subsetRefs(spec) {
-				if msg := missingSubset(drs, model.ResolveHost(ref.dest.GetHost(), s.obj.Namespace), ref.dest.GetSubset()); msg != "" {
-					errs = append(errs, setError{input: s.input, err: model.ConfigError{
-						Location: s.obj.Location, Object: s.obj.ID(), Field: ref.field + ".subset",
-						Message: msg, Warning: true,
-					}})
-				}
-			}
-		case *discoveryv1.EndpointSlice:
-			name := spec.Labels[ServiceNameLabel]
-			if spec.AddressType != discoveryv1.AddressTypeFQDN && !kubeServices[kubeServiceKey(s.obj.Namespace, name)] {
-				errs = append(errs, setError{input: s.input, err: model.ConfigError{
-					Location: s.obj.Location, Object: s.obj.ID(), Field: key("metadata.labels", ServiceNameLabel),
-					Message: fmt.Sprintf("Service %s/%s is not defined; the endpoints are ignored", s.obj.Namespace, name),
-					Warning: true,
-				}})
-			}
+		spec, ok := s.obj.Spec.(*discoveryv1.EndpointSlice)
+		if !ok {
+			continue
+		}
+		name := spec.Labels[ServiceNameLabel]
+		if spec.AddressType != discoveryv1.AddressTypeFQDN && !kubeServices[kubeServiceKey(s.obj.Namespace, name)] {
+			errs = append(errs, setError{input: s.input, err: model.ConfigError{
+				Location: s.obj.Location, Object: s.obj.ID(), Field: key("metadata.labels", ServiceNameLabel),
+				Message: fmt.Sprintf("Service %s/%s is not defined; the endpoints are ignored", s.obj.Namespace, name),
+				Warning: true,
+			}})
 		}
 	}
 	return errs
-}
-
-func missingSubset(drs []drSubsets, host, subset string) string {
-	var found *drSubsets
-	for i := range drs {
-		if drs[i].host == host || model.HostMatches(drs[i].host, host) {
-			if drs[i].subsets[subset] {
-				return ""
-			}
-			if found == nil {
-				found = &drs[i]
-			}
-		}
-	}
-	if found == nil {
-		return fmt.Sprintf("subset %q is not defined: no DestinationRule for host %s", subset, host)
-	}
-	return fmt.Sprintf("subset %q is not defined in %s for host %s", subset, found.id, host)
-}
-
-type subsetRef struct {
-	field string
-	dest  *networking.Destination
-}
-
-// subsetRefs lists the destinations of a VirtualService that name a subset.
-func subsetRefs(vs *networking.VirtualService) []subsetRef {
-	var out []subsetRef
-	add := func(field string, d *networking.Destination) {
-		if d.GetSubset() != "" {
-			out = append(out, subsetRef{field: field, dest: d})
-		}
-	}
-	for i, r := range vs.GetHttp() {
-		f := idx("spec.http", i)
-		for j, rd := range r.GetRoute() {
-			add(idx(f+".route", j)+".destination", rd.GetDestination())
-		}
-		add(f+".mirror", r.GetMirror())
-		for j, m := range r.GetMirrors() {
-			add(idx(f+".mirrors", j)+".destination", m.GetDestination())
-		}
-	}
-	for i, r := range vs.GetTcp() {
-		for j, rd := range r.GetRoute() {
-			add(idx(idx("spec.tcp", i)+".route", j)+".destination", rd.GetDestination())
-		}
-	}
-	for i, r := range vs.GetTls() {
-		for j, rd := range r.GetRoute() {
-			add(idx(idx("spec.tls", i)+".route", j)+".destination", rd.GetDestination())
-		}
-	}
-	return out
 }
 
 func kubeServiceKey(ns, name string) model.ServiceKey {

@@ -2,7 +2,9 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -166,7 +168,7 @@ func validateStringMatch(oe *objectErrors, field string, m *networking.StringMat
 }
 
 func validateSelectorLabels(oe *objectErrors, field string, labels map[string]string) {
-	for _, k := range sortedKeys(labels) {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		if k == "" {
 			oe.add(field, "selector label keys must not be empty")
 		}

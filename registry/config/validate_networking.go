@@ -1,7 +1,9 @@
 package config
 
 import (
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -121,14 +123,14 @@ func validateWorkload(oe *objectErrors, field string, we *networking.WorkloadEnt
 	case !isIP(addr) && !isDNSName(addr):
 		oe.add(field+".address", "invalid address %q: must be an IP address, a DNS name or a unix:// socket", addr)
 	}
-	for _, name := range sortedKeys(we.GetPorts()) {
+	for _, name := range slices.Sorted(maps.Keys(we.GetPorts())) {
 		f := key(field+".ports", name)
 		if declared != nil && !declared[name] {
 			oe.add(f, "port %q is not declared in spec.ports", name)
 		}
 		validatePortNumber(oe, f, we.GetPorts()[name])
 	}
-	for _, k := range sortedKeys(we.GetLabels()) {
+	for _, k := range slices.Sorted(maps.Keys(we.GetLabels())) {
 		if k == "" {
 			oe.add(field+".labels", "label keys must not be empty")
 		}
@@ -378,7 +380,7 @@ func validateHTTPMatch(oe *objectErrors, f string, m *networking.HTTPMatchReques
 		field   string
 		headers map[string]*networking.StringMatch
 	}{{"headers", m.GetHeaders()}, {"withoutHeaders", m.GetWithoutHeaders()}} {
-		for _, name := range sortedKeys(pair.headers) {
+		for _, name := range slices.Sorted(maps.Keys(pair.headers)) {
 			hf := key(f+"."+pair.field, name)
 			switch {
 			case name == "":
@@ -389,7 +391,7 @@ func validateHTTPMatch(oe *objectErrors, f string, m *networking.HTTPMatchReques
 			validateStringMatch(oe, hf, pair.headers[name], true)
 		}
 	}
-	for _, name := range sortedKeys(m.GetQueryParams()) {
+	for _, name := range slices.Sorted(maps.Keys(m.GetQueryParams())) {
 		qf := key(f+".queryParams", name)
 		sm := m.GetQueryParams()[name]
 		if _, ok := sm.GetMatchType().(*networking.StringMatch_Prefix); ok {

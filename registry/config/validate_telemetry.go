@@ -2,6 +2,8 @@ package config
 
 import (
 	telemetry "istio.io/api/telemetry/v1alpha1"
+	"maps"
+	"slices"
 )
 
 // Providers Sextant applies: Istio's built-in "prometheus" (the istio.stats
@@ -38,7 +40,7 @@ func validateTelemetry(oe *objectErrors, t *telemetry.Telemetry) {
 			if cm, ok := o.GetMatch().GetMetricMatch().(*telemetry.MetricSelector_CustomMetric); ok && cm.CustomMetric == "" {
 				oe.add(of+".match.customMetric", "must not be empty")
 			}
-			for _, name := range sortedKeys(o.GetTagOverrides()) {
+			for _, name := range slices.Sorted(maps.Keys(o.GetTagOverrides())) {
 				to := o.GetTagOverrides()[name]
 				tf := key(of+".tagOverrides", name)
 				if name == "" {

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
+	"math"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	v1 "github.com/sextant-mesh/sextant/api/etcd/v1"
 	"github.com/sextant-mesh/sextant/model"
@@ -100,7 +101,7 @@ func (r *Registry) Run(ctx context.Context) error {
 	for err != nil {
 		// Only authentication needs etcd at this point.
 		r.log.Warn("cannot connect to etcd; retrying", "endpoints", strings.Join(cc.Endpoints, ","), "err", err)
-		if !sleep(ctx, backoff(0)) {
+		if !sleep(ctx, newBackoff().Step()) {
 			return nil
 		}
 		cli, err = clientv3.New(cc)
@@ -118,21 +119,20 @@ func (r *Registry) Run(ctx context.Context) error {
 	}()
 
 	relist := true
-	failures := 0
+	retry := newBackoff()
 	for ctx.Err() == nil {
 		if relist {
 			if err := r.list(ctx, cli, watchPrefix); err != nil {
 				if ctx.Err() != nil {
 					break
 				}
-				wait := backoff(failures)
-				failures++
-				r.log.Warn("cannot list etcd; retrying", "endpoints", strings.Join(cc.Endpoints, ","), "err", err, "retry_in", wait.Round(time.Millisecond))
-				sleep(ctx, wait)
+				d := retry.Step()
+				r.log.Warn("cannot list etcd; retrying", "endpoints", strings.Join(cc.Endpoints, ","), "err", err, "retry_in", d.Round(time.Millisecond))
+				sleep(ctx, d)
 				continue
 			}
 			relist = false
-			failures = 0
+			retry = newBackoff()
 		}
 		before := r.rev
 		err := r.watch(ctx, cli, watchPrefix)
@@ -140,7 +140,7 @@ func (r *Registry) Run(ctx context.Context) error {
 			break
 		}
 		if r.rev > before {
-			failures = 0 // the watch made progress before it failed
+			retry = newBackoff() // the watch made progress before it failed
 		}
 		var rl errRelist
 		if errors.As(err, &rl) {
@@ -148,10 +148,9 @@ func (r *Registry) Run(ctx context.Context) error {
 			relist = true
 			continue
 		}
-		wait := backoff(failures)
-		failures++
-		r.log.Warn("etcd watch ended; resuming", "err", err, "revision", r.rev, "retry_in", wait.Round(time.Millisecond))
-		sleep(ctx, wait)
+		d := retry.Step()
+		r.log.Warn("etcd watch ended; resuming", "err", err, "revision", r.rev, "retry_in", d.Round(time.Millisecond))
+		sleep(ctx, d)
 	}
 	return nil
 }
@@ -316,14 +315,12 @@ func (r *Registry) commit() {
 	r.applied.Store(r.rev)
 }
 
-// backoff returns the wait before retry number n (from 0): exponential from
-// minBackoff to maxBackoff, with jitter.
-func backoff(n int) time.Duration {
-	d := maxBackoff
-	if n < 10 {
-		d = min(minBackoff<<n, maxBackoff)
-	}
-	return d/2 + rand.N(d/2+1)
+// newBackoff is the retry schedule: exponential from minBackoff to
+// maxBackoff, each wait drawn from [d/2, d] ("equal jitter": a base of d/2
+// plus up to 100% of it), so replicas that lost etcd together do not retry
+// in step. Step never runs out: at the cap it keeps returning capped waits.
+func newBackoff() *wait.Backoff {
+	return &wait.Backoff{Duration: minBackoff / 2, Factor: 2, Jitter: 1, Cap: maxBackoff / 2, Steps: math.MaxInt32}
 }
 
 // sleep waits d and reports whether ctx is still alive.

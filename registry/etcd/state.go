@@ -350,7 +350,7 @@ func parseRecord(prefix, key string, value []byte, createRev, modRev int64) *rec
 			rec.errs = res.Errors // warnings only
 		} else {
 			rec.errs = append([]model.ConfigError{{
-				Registry: RegistryName, Location: key, Message: "key rejected; none of its objects are served",
+				Registry: RegistryName, Location: key, Message: "key rejected; none of its objects are served", Summary: true,
 			}}, res.Errors...)
 		}
 	default:

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,10 +28,24 @@ const RegistryName = "file"
 
 const (
 	// debounce is how long the registry waits for file system events to
-	// settle before re-reading; the server debounces pushes on its own.
-	debounce = 50 * time.Millisecond
+	// settle before re-reading; the server debounces pushes on its own
+	// (100 ms by default), so this only has to cover one save. An atomic
+	// save (write a temporary file, rename it over) is whole when its
+	// rename arrives; an in-place write is a burst of write events, each
+	// restarting the wait, so 10 ms of silence means the writer is done.
+	// (fsnotify does not expose inotify's IN_CLOSE_WRITE, which would say
+	// so exactly.) It was 50 ms: a weight edit converged in 153-159 ms.
+	debounce = 10 * time.Millisecond
 	// maxDelay bounds the wait when events keep coming.
 	maxDelay = 500 * time.Millisecond
+	// rewatchEvery is how often a vanished directory is looked for.
+	rewatchEvery = 250 * time.Millisecond
+	// DefaultMaxFileSize is the largest config file read unless
+	// SetMaxFileSize says otherwise.
+	DefaultMaxFileSize = 4 << 20
+	// asyncParseSize is the size from which a changed file is parsed off
+	// the watch loop, so smaller files' changes do not wait behind it.
+	asyncParseSize = 256 << 10
 )
 
 // Registry serves the config files of a directory tree.
@@ -40,6 +56,12 @@ type Registry struct {
 	running atomic.Bool
 	// trafficMu serialises SetTrafficState's rewrites of the state file.
 	trafficMu sync.Mutex
+	// maxFileSize is the largest file read; set before Run.
+	maxFileSize int64
+	// parsed receives the results of files parsed off the watch loop.
+	parsed chan parsedFile
+	// ctx is Run's; parses off the loop stop sending when it is done.
+	ctx context.Context
 
 	// The fields below are owned by the goroutine running Run.
 
@@ -48,6 +70,16 @@ type Registry struct {
 	dirty bool
 	// reported is what was last passed to SetErrors, by path.
 	reported map[string][]model.ConfigError
+	// async is set after the initial load: from then on large files are
+	// parsed off the loop.
+	async bool
+	// parseGen numbers parses off the loop, across files, so a result for
+	// a file deleted and created again meanwhile is never taken as new.
+	parseGen uint64
+	// gone is set while the directory itself is missing (moved or
+	// deleted as a whole): a fault, not an intent, so the last good
+	// config keeps being served and the fault is reported.
+	gone bool
 }
 
 // fileState is what the registry knows about one file.
@@ -58,6 +90,18 @@ type fileState struct {
 	good    *config.Result      // the last valid version, nil if none
 	// docs are the objects of the last parse by document text, so an edit
 	// re-decodes only the documents it touched.
+	docs config.DocCache
+	// parsing is the generation of the newest parse under way off the
+	// loop (0 if none); an older one's result is dropped.
+	parsing uint64
+}
+
+// parsedFile is the result of a parse done off the watch loop.
+type parsedFile struct {
+	path string
+	gen  uint64
+	hash uint64
+	res  *config.Result
 	docs config.DocCache
 }
 
@@ -73,8 +117,16 @@ func New(dir string, shard *model.Shard, logger *slog.Logger) *Registry {
 		log:      logger.With("registry", RegistryName, "dir", filepath.Clean(dir)),
 		files:    map[string]*fileState{},
 		reported: map[string][]model.ConfigError{},
+		parsed:   make(chan parsedFile),
+
+		maxFileSize: DefaultMaxFileSize,
 	}
 }
+
+// SetMaxFileSize sets the largest config file the registry reads (bytes);
+// a larger file is refused with an error naming it and the limit, and its
+// last good version, if any, is served. Call it before Run.
+func (r *Registry) SetMaxFileSize(n int64) { r.maxFileSize = n }
 
 // Run loads the directory, marks the shard synced and then follows changes
 // until ctx is cancelled, when it returns nil. It returns an error if the
@@ -98,10 +150,12 @@ func (r *Registry) Run(ctx context.Context) error {
 	if err := w.Add(r.dir); err != nil {
 		return fmt.Errorf("file registry: watch %s: %w", r.dir, err)
 	}
+	r.ctx = ctx
 	r.watchTree(w, r.dir)
 	r.rescan(r.dir)
 	r.apply()
 	r.shard.MarkSynced()
+	r.async = true
 	r.log.Info("initial load done", "files", len(r.files))
 
 	pending := map[string]struct{}{}
@@ -123,19 +177,27 @@ func (r *Registry) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-rewatch:
-			if _, err := os.Stat(r.dir); err != nil {
+			if !r.dirPresent() {
 				continue
 			}
 			if err := w.Add(r.dir); err != nil {
 				r.log.Warn("cannot watch config directory", "err", err)
 				continue
 			}
-			r.log.Info("config directory is back")
+			r.log.Info("config directory is back; reading it again")
 			rewatchTicker.Stop()
 			rewatchTicker, rewatch = nil, nil
+			r.gone = false
+			r.dirty = true // the fault is cleared
+			clear(pending)
+			first = time.Time{}
 			r.watchTree(w, r.dir)
 			r.rescan(r.dir)
-			if r.dirty {
+			r.apply()
+		case pf := <-r.parsed:
+			if st := r.files[pf.path]; st != nil && st.parsing == pf.gen {
+				st.parsing = 0
+				r.install(pf.path, st, pf.hash, pf.res, pf.docs)
 				r.apply()
 			}
 		case ev, ok := <-w.Events:
@@ -165,19 +227,61 @@ func (r *Registry) Run(ctx context.Context) error {
 				timer.Reset(debounce)
 			}
 		case <-timer.C:
+			first = time.Time{}
+			if r.gone {
+				clear(pending) // stale watches of the moved directory
+				continue
+			}
+			if !r.dirPresent() {
+				// The events were the directory going away (rm -r removes
+				// its files first): keep every file's last good version.
+				clear(pending)
+				r.dirGone(w)
+				rewatchTicker = time.NewTicker(rewatchEvery)
+				rewatch = rewatchTicker.C
+				continue
+			}
 			for p := range pending {
 				r.rescan(p)
 			}
 			clear(pending)
-			first = time.Time{}
 			if r.dirty {
 				r.apply()
 			}
-			if _, err := os.Stat(r.dir); errors.Is(err, fs.ErrNotExist) && rewatch == nil {
-				rewatchTicker = time.NewTicker(time.Second)
-				rewatch = rewatchTicker.C
-			}
 		}
+	}
+}
+
+// dirPresent reports whether the configured directory exists as a
+// directory.
+func (r *Registry) dirPresent() bool {
+	info, err := os.Stat(r.dir)
+	return err == nil && info.IsDir()
+}
+
+// dirGone records that the directory vanished: the files it held keep
+// serving their last good version, the fault is reported at the
+// directory's path and the directory's stale watches are dropped (a moved
+// directory's watches follow it to its new name).
+func (r *Registry) dirGone(w *fsnotify.Watcher) {
+	r.gone = true
+	prefix := r.dir + string(filepath.Separator)
+	for _, p := range w.WatchList() {
+		if p == r.dir || strings.HasPrefix(p, prefix) {
+			_ = w.Remove(p) // already gone with a deleted directory
+		}
+	}
+	r.log.Error("config directory is gone (moved or deleted); keeping the last good config until it is back",
+		"files", len(r.files))
+	r.dirty = true
+	r.apply()
+}
+
+// goneError is the error reported while the directory is missing.
+func (r *Registry) goneError() model.ConfigError {
+	return model.ConfigError{
+		Registry: RegistryName, Location: r.dir,
+		Message: fmt.Sprintf("config directory is gone (moved or deleted); serving the last good config of its %d files until it is back", len(r.files)),
 	}
 }
 
@@ -260,7 +364,7 @@ func (r *Registry) rescan(path string) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if path == r.dir {
-			r.log.Warn("config directory is gone", "err", err)
+			return // a fault, handled by Run: never forget the whole tree
 		}
 		r.forgetUnder(path, nil)
 	case err != nil:
@@ -346,10 +450,12 @@ func (r *Registry) forgetUnder(path string, keep map[string]bool) {
 	}
 }
 
-// load reads and parses one file if its content changed.
+// load reads and parses one file if its content changed. A large file is
+// parsed off the watch loop (after the initial load), so it does not hold
+// back other files' changes; its result comes back on r.parsed.
 func (r *Registry) load(path string) {
 	st := r.files[path]
-	data, err := os.ReadFile(path)
+	data, err := r.read(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			r.forgetUnder(path, nil)
@@ -359,27 +465,87 @@ func (r *Registry) load(path string) {
 			st = &fileState{}
 			r.files[path] = st
 		}
+		msg := fmt.Sprintf("cannot read file: %v", err)
+		var tl *tooLargeError
+		if errors.As(err, &tl) {
+			msg = tl.Error()
+		}
+		if st.readErr && len(st.errs) == 1 && st.errs[0].Message == msg {
+			return
+		}
 		r.dirty = true
 		st.readErr = true
-		st.errs = []model.ConfigError{{
-			Registry: RegistryName, Location: path, Message: fmt.Sprintf("cannot read file: %v", err),
-		}}
-		r.log.Error("cannot read config file", "file", path, "err", err)
+		st.parsing = 0
+		st.errs = []model.ConfigError{{Registry: RegistryName, Location: path, Message: msg}}
+		r.log.Error("cannot read config file; keeping its last good version", "file", path, "err", msg)
 		return
 	}
 	h := model.HashBytes(data)
-	if st != nil && !st.readErr && st.hash == h {
+	if st != nil && !st.readErr && st.hash == h && st.parsing == 0 {
 		return // unchanged
 	}
 	if st == nil {
 		st = &fileState{}
 		r.files[path] = st
 	}
-	r.dirty = true
 	if st.docs == nil {
 		st.docs = config.DocCache{}
 	}
+	if r.async && len(data) >= asyncParseSize {
+		r.parseGen++
+		st.parsing = r.parseGen
+		gen, prev := st.parsing, st.docs
+		go func() {
+			res, docs := config.ParseCached(path, data, prev)
+			select {
+			case r.parsed <- parsedFile{path: path, gen: gen, hash: h, res: res, docs: docs}:
+			case <-r.ctx.Done():
+			}
+		}()
+		return
+	}
+	st.parsing = 0
 	res, docs := config.ParseCached(path, data, st.docs)
+	r.install(path, st, h, res, docs)
+}
+
+// tooLargeError refuses a file over the size limit.
+type tooLargeError struct {
+	size, limit int64
+}
+
+func (e *tooLargeError) Error() string {
+	return fmt.Sprintf("file is %d bytes, over the limit of %d (--max-config-file-size); not read", e.size, e.limit)
+}
+
+// read reads a file of at most r.maxFileSize bytes.
+func (r *Registry) read(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if info, err := f.Stat(); err == nil && r.maxFileSize > 0 && info.Size() > r.maxFileSize {
+		return nil, &tooLargeError{size: info.Size(), limit: r.maxFileSize}
+	}
+	// The file may grow after Stat: never read past the limit.
+	limit := r.maxFileSize
+	if limit <= 0 {
+		limit = math.MaxInt64 - 1
+	}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, &tooLargeError{size: int64(len(data)), limit: limit}
+	}
+	return data, nil
+}
+
+// install records the parse of a file's content.
+func (r *Registry) install(path string, st *fileState, h uint64, res *config.Result, docs config.DocCache) {
+	r.dirty = true
 	st.docs = docs
 	for i := range res.Errors {
 		res.Errors[i].Registry = RegistryName
@@ -423,7 +589,8 @@ func fileErrors(path string, st *fileState, out *config.Output) []model.ConfigEr
 		if st.good != nil {
 			msg = "file rejected; its previous valid version is still served"
 		}
-		errs = append(errs, model.ConfigError{Registry: RegistryName, Location: path, Message: msg})
+		// A summary: the causes below are what is counted.
+		errs = append(errs, model.ConfigError{Registry: RegistryName, Location: path, Message: msg, Summary: true})
 	}
 	errs = append(errs, st.errs...)
 	return append(errs, out.ErrorsFor(path)...)
@@ -456,6 +623,9 @@ func (r *Registry) apply() {
 	out := config.Build(RegistryName, good)
 
 	errs := map[string][]model.ConfigError{}
+	if r.gone {
+		errs[r.dir] = []model.ConfigError{r.goneError()}
+	}
 	for _, p := range paths {
 		if e := fileErrors(p, r.files[p], out); len(e) > 0 {
 			errs[p] = e

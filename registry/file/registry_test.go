@@ -238,12 +238,17 @@ func TestRegistryLifecycle(t *testing.T) {
 		if e.Registry != "file" || e.Warning {
 			t.Errorf("error %+v: want a file registry error", e)
 		}
-		if strings.HasPrefix(e.Location, mesh+":28 (doc 4)") && strings.Contains(e.Message, "yaml:") {
+		if e.Location == mesh+":28 (doc 4)" && strings.HasPrefix(e.Message, "invalid YAML: ") {
 			sawYAML = true
 		}
 	}
 	if !sawYAML {
 		t.Errorf("no YAML error for doc 4 of %s: %v", mesh, snap.Errors)
+	}
+	// One bad file with one cause counts once (the "file rejected" note
+	// is a summary).
+	if nerr, nwarn := model.CountErrors(snap.Errors); nerr != 1 || nwarn != 0 {
+		t.Errorf("CountErrors = %d errors, %d warnings; want 1, 0: %v", nerr, nwarn, snap.Errors)
 	}
 
 	// A semantic error rejects the file too.
@@ -339,9 +344,10 @@ spec:
   hosts: [ratings]
   http: [{route: [{destination: {host: ratings, subset: v2}}]}]
 `)
+	write(t, filepath.Join(dir, "svc.yaml"), ratingsService)
 	agg := start(t, dir)
 	snap := waitFor(t, agg, "the missing subset warning", func(s *model.Snapshot) bool { return len(errorsFor(s, vs)) == 1 })
-	if e := errorsFor(snap, vs)[0]; !e.Warning || e.Field != "spec.http[0].route[0].destination.subset" {
+	if e := errorsFor(snap, vs)[0]; !e.Warning || e.Field != "spec.http[0].route[0].destination.subset" || e.Code != model.CodeReferencedResourceNotFound {
 		t.Errorf("warning = %+v", e)
 	}
 	if !hasConfig(snap, model.KindVirtualService, "shop", "r") {
@@ -421,4 +427,122 @@ func TestRunStopsCleanly(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// A directory moved or deleted as a whole is a fault: its last good config
+// stays, the fault is reported at the directory, and the directory is read
+// again when it is back.
+func TestRegistryDirectoryGone(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "mesh")
+	write(t, filepath.Join(dir, "mesh.yaml"), meshYAML("10.0.0.1"))
+	write(t, filepath.Join(dir, "kube", "ratings.yaml"), ratingsService)
+	agg := start(t, dir)
+	waitFor(t, agg, "initial load", func(s *model.Snapshot) bool {
+		return endpointAddrs(s, payments) == "10.0.0.1" && s.Service(ratings) != nil
+	})
+	goneReported := func(s *model.Snapshot) bool {
+		for _, e := range s.Errors {
+			if e.Location == dir && !e.Warning && strings.Contains(e.Message, "config directory is gone") {
+				return true
+			}
+		}
+		return false
+	}
+	kept := func(s *model.Snapshot) bool {
+		return endpointAddrs(s, payments) == "10.0.0.1" && s.Service(ratings) != nil &&
+			hasConfig(s, model.KindVirtualService, "shop", "payments")
+	}
+
+	// mv mesh mesh.gone
+	moved := filepath.Join(root, "mesh.gone")
+	if err := os.Rename(dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	snap := waitFor(t, agg, "the moved directory reported", goneReported)
+	if !kept(snap) {
+		t.Fatalf("config lost when the directory was moved:\n%s", describe(snap))
+	}
+	// Edits in the moved-away directory are not ours.
+	write(t, filepath.Join(moved, "mesh.yaml"), meshYAML("10.9.9.9"))
+	// mv mesh.gone mesh: read again, edits made meanwhile included.
+	if err := os.Rename(moved, dir); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, agg, "the directory back", func(s *model.Snapshot) bool {
+		return !goneReported(s) && endpointAddrs(s, payments) == "10.9.9.9" && len(s.Errors) == 0
+	})
+	// Watched again after coming back.
+	write(t, filepath.Join(dir, "mesh.yaml"), meshYAML("10.0.0.1"))
+	waitFor(t, agg, "an edit after the return", func(s *model.Snapshot) bool { return kept(s) })
+
+	// rm -r mesh: its files go first, then the directory; nothing is lost.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	snap = waitFor(t, agg, "the deleted directory reported", goneReported)
+	if !kept(snap) {
+		t.Fatalf("config lost when the directory was deleted:\n%s", describe(snap))
+	}
+	// A new directory in its place is authoritative: what it lacks goes.
+	write(t, filepath.Join(dir, "kube", "ratings.yaml"), ratingsService)
+	waitFor(t, agg, "the recreated directory", func(s *model.Snapshot) bool {
+		return !goneReported(s) && s.Service(payments) == nil && s.Service(ratings) != nil
+	})
+	// Deleting files one by one still deletes their objects.
+	remove(t, filepath.Join(dir, "kube", "ratings.yaml"))
+	waitFor(t, agg, "the deleted file's objects gone", func(s *model.Snapshot) bool {
+		return s.Service(ratings) == nil && len(s.Errors) == 0
+	})
+}
+
+// A file over the size limit is refused with an error naming it and the
+// limit (its last good version keeps serving), and a large file being
+// parsed does not hold back another file's change.
+func TestRegistryFileSizeLimitAndLargeFiles(t *testing.T) {
+	dir := t.TempDir()
+	mesh := filepath.Join(dir, "mesh.yaml")
+	write(t, mesh, meshYAML("10.0.0.1"))
+	write(t, filepath.Join(dir, "ratings.yaml"), ratingsService)
+	agg := model.NewAggregator()
+	reg := New(dir, agg.NewShard("file"), slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	reg.SetMaxFileSize(1 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- reg.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	waitFor(t, agg, "initial load", func(s *model.Snapshot) bool { return endpointAddrs(s, payments) == "10.0.0.1" })
+
+	// Over the limit: refused, the previous version serves.
+	big := meshYAML("10.0.0.2") + "# " + strings.Repeat("x", 1<<20) + "\n"
+	write(t, mesh, big)
+	snap := waitFor(t, agg, "the size error", func(s *model.Snapshot) bool { return len(errorsFor(s, mesh)) > 0 })
+	e := errorsFor(snap, mesh)[0]
+	if e.Location != mesh || !strings.Contains(e.Message, fmt.Sprintf("file is %d bytes, over the limit of 1048576 (--max-config-file-size)", len(big))) {
+		t.Errorf("error = %+v", e)
+	}
+	if got := endpointAddrs(snap, payments); got != "10.0.0.1" {
+		t.Errorf("endpoints = %q, want the last good version's", got)
+	}
+
+	// Under the limit but large: parsed off the watch loop. Many
+	// documents make its parse slow; a small file's change is not held
+	// back by it, and the large file's content arrives too.
+	var b strings.Builder
+	b.WriteString(meshYAML("10.0.0.3"))
+	for i := 0; b.Len() < 300<<10; i++ {
+		fmt.Fprintf(&b, "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d%d, namespace: shop}\nspec: {host: h%d.example.com, trafficPolicy: {connectionPool: {tcp: {maxConnections: 10}}}}\n", i, i)
+	}
+	write(t, mesh, b.String())
+	write(t, filepath.Join(dir, "ratings.yaml"), strings.Replace(ratingsService, "10.96.0.7", "10.96.0.8", 1))
+	waitFor(t, agg, "both changes", func(s *model.Snapshot) bool {
+		svc := s.Service(ratings)
+		return svc != nil && len(svc.Addresses) == 1 && svc.Addresses[0] == "10.96.0.8" &&
+			endpointAddrs(s, payments) == "10.0.0.3" && len(s.Errors) == 0
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -284,21 +286,21 @@ func (r *Registry) Run(ctx context.Context) error {
 // servedIstioKinds returns the Istio kinds whose CRDs the API server
 // serves, retrying while it cannot be reached.
 func (r *Registry) servedIstioKinds(ctx context.Context) ([]*istioKind, error) {
-	backoff := 500 * time.Millisecond
+	// 0.5 s doubling to 10 s, then 10 s for as long as it takes.
+	backoff := wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Cap: 10 * time.Second, Steps: math.MaxInt32}
 	for {
 		kinds, err := r.discoverIstioKinds()
 		if err == nil {
 			return kinds, nil
 		}
 		r.log.Warn("cannot list the API server's resources; retrying", "err", err)
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(backoff.Step())
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil, ctx.Err()
 		case <-t.C:
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 

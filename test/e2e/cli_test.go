@@ -201,7 +201,7 @@ spec:
 	if r.code != 1 {
 		t.Errorf("analyze broken: exit %d, want 1", r.code)
 	}
-	if want := bad + ":1 (doc 1): VirtualService default/echo: spec.http[0].route"; !strings.Contains(r.stdout, want) {
+	if want := bad + ":7:5 (doc 1): VirtualService default/echo: spec.http[0].route"; !strings.Contains(r.stdout, want) {
 		t.Errorf("analyze output lacks %q:\n%s", want, r.stdout)
 	}
 	if !strings.Contains(r.stderr, "1 error in 1 file") {

@@ -101,7 +101,12 @@ func TestDrain(t *testing.T) {
 	}()
 
 	// A proxy that connects during the drain is refused.
-	time.Sleep(window / 2)
+	testenv.Eventually(t, 5*time.Second, func() string {
+		if env.Server.IsReady() {
+			return "the drain has not started"
+		}
+		return ""
+	})
 	late := startClient(t, cc, "drain-late", "grpc", adsclient.Options{})
 	select {
 	case <-late.Done():
@@ -223,7 +228,13 @@ func TestDrainStreamPendingAtStart(t *testing.T) {
 		env.Server.Drain(context.Background(), 200*time.Millisecond)
 		close(drained)
 	}()
-	time.Sleep(50 * time.Millisecond) // Drain has taken its list of streams
+	// Drain marks the server unready before it takes its list of streams.
+	testenv.Eventually(t, 5*time.Second, func() string {
+		if env.Server.IsReady() {
+			return "the drain has not started"
+		}
+		return ""
+	})
 	node := adsclient.Node("10.9.0.2", "pending", "default", "grpc", nil)
 	if err := stream.Send(&discoverygrpc.DiscoveryRequest{TypeUrl: translate.ClusterType, Node: node}); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,6 +97,31 @@ func pendingEvents(c *adsclient.Client) int {
 	}
 }
 
+// registryBarrier waits until the file registry and the server have
+// handled every file event made before it: it writes a broken file, whose
+// error shows in /debug/config_errors only once the registry has read
+// everything before it (events are handled in order) and the server has
+// built a snapshot, then removes it and waits for the error to go. A
+// rejected file changes no service or config, so it pushes nothing.
+func registryBarrier(t *testing.T, env *testenv.Env, dir string) {
+	t.Helper()
+	name := fmt.Sprintf("zz-barrier-%d.yaml", time.Now().UnixNano())
+	path := filepath.Join(dir, name)
+	testenv.WriteFile(t, path, "kind: [barrier\n")
+	waitErrors(t, env, name)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() string {
+		for _, e := range configErrors(t, env) {
+			if strings.Contains(e, name) {
+				return "the barrier's error is still reported"
+			}
+		}
+		return ""
+	})
+}
+
 // triggerRescan makes the registry re-read the whole directory, as a
 // ConfigMap volume's "..data" swap does: hidden entries are not config, but
 // an event on one re-reads the visible files beside it.
@@ -107,11 +133,12 @@ func triggerRescan(t *testing.T, dir string) {
 }
 
 // TestOutageDeletingFilesDeletes documents that the file registry takes the
-// disappearance of files at face value: deleting every file, truncating
-// one to nothing, or removing the directory itself removes the objects they
-// defined and pushes that to proxies. It cannot tell an operator's rm from
-// a vanished mount. Deploy the directory so files are replaced atomically
-// (a ConfigMap volume, or write-then-rename), never emptied in place.
+// disappearance of files at face value: deleting every file or truncating
+// one to nothing removes the objects they defined and pushes that to
+// proxies. It cannot tell an operator's rm from a file emptied in place.
+// Deploy the directory so files are replaced atomically (a ConfigMap
+// volume, or write-then-rename), never emptied in place. The directory
+// itself vanishing is different: see TestOutageDirectoryGone.
 func TestOutageDeletingFilesDeletes(t *testing.T) {
 	t.Run("all files deleted", func(t *testing.T) {
 		env, c, extra := outageEnv(t, false)
@@ -152,21 +179,83 @@ func TestOutageDeletingFilesDeletes(t *testing.T) {
 		if err := os.RemoveAll(env.Dir); err != nil {
 			t.Fatal(err)
 		}
-		waitResources(t, c, translate.ClusterType, 0)
 		if err := os.Mkdir(env.Dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
 		env.WriteFile(t, "mesh.yaml", meshYAML)
 		env.WriteFile(t, "extra.yaml", extraYAML)
-		deadline := time.Now().Add(5 * time.Second)
-		for len(c.Resources(translate.ClusterType)) != 6 && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if got := len(c.Resources(translate.ClusterType)); got != 6 {
-			knownBug(t, "registry/file stops watching a directory that is removed and recreated "+
-				"(client has %d clusters, want 6 once the files are back)", got)
-		}
+		testenv.Eventually(t, 5*time.Second, func() string {
+			if got := len(c.Resources(translate.ClusterType)); got != 6 {
+				return fmt.Sprintf("client has %d clusters, want 6 once the files are back", got)
+			}
+			if errs := configErrors(t, env); len(errs) > 0 {
+				return fmt.Sprintf("config errors after the directory is back: %q", errs)
+			}
+			return ""
+		})
 	})
+}
+
+// TestOutageDirectoryGone: the config directory moved or deleted as a whole
+// is a fault, not an intent. The last good config stays (pilot_services,
+// the proxies' clusters, /ready), the fault is reported in
+// /debug/config_errors and sextant_config_errors, and the directory is read
+// again when it is back.
+func TestOutageDirectoryGone(t *testing.T) {
+	env, c, _ := outageEnv(t, false)
+	metricHas := func(want string) string {
+		if m := env.Get(t, "/metrics"); !strings.Contains(m, want) {
+			return fmt.Sprintf("/metrics lacks %q", want)
+		}
+		return ""
+	}
+	services := fmt.Sprintf("pilot_services %d\n", len(env.Server.Snapshot().Services()))
+	testenv.Eventually(t, 5*time.Second, func() string { return metricHas(services) })
+	pushes := len(env.Server.PushLog())
+	moved := env.Dir + ".gone"
+	if err := os.Rename(env.Dir, moved); err != nil {
+		t.Fatal(err)
+	}
+	waitErrors(t, env, "config directory is gone")
+	testenv.Eventually(t, 5*time.Second, func() string {
+		return metricHas(`sextant_config_errors{severity="error"} 1` + "\n")
+	})
+	if msg := metricHas(services); msg != "" {
+		t.Error(msg)
+	}
+	if got := len(c.Resources(translate.ClusterType)); got != 6 {
+		t.Errorf("client has %d clusters while the directory is gone, want 6", got)
+	}
+	if code := getStatus(t, env, "/ready"); code != 200 {
+		t.Errorf("/ready = %d while the directory is gone, want 200 (the last good config is served)", code)
+	}
+	if err := os.Rename(moved, env.Dir); err != nil {
+		t.Fatal(err)
+	}
+	waitErrors(t, env, "")
+	testenv.Eventually(t, 5*time.Second, func() string {
+		return metricHas(`sextant_config_errors{severity="error"} 0` + "\n")
+	})
+	if n := countEvents(c, 300*time.Millisecond); n != 0 {
+		t.Errorf("client received %d responses across the outage, want none", n)
+	}
+	if got := len(env.Server.PushLog()); got != pushes {
+		t.Errorf("push log grew from %d to %d across the outage", pushes, got)
+	}
+	if got := len(c.Resources(translate.ClusterType)); got != 6 {
+		t.Errorf("client has %d clusters after the directory is back, want 6", got)
+	}
+}
+
+// getStatus returns the status code of a monitoring path.
+func getStatus(t *testing.T, env *testenv.Env, path string) int {
+	t.Helper()
+	resp, err := http.Get(env.Monitor.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // knownBug fails with the description of a bug that was found by these
@@ -213,7 +302,7 @@ func TestOutageUnreadableKeepsLastGood(t *testing.T) {
 		if _, err := f.WriteAt([]byte(extraYAML), 0); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		registryBarrier(t, env, env.Dir)
 		if env.Server.Snapshot().Service(extraHost) == nil {
 			t.Fatal("the unreadable file's service is no longer served")
 		}
@@ -267,7 +356,7 @@ func TestOutageUnreadableKeepsLastGood(t *testing.T) {
 		}
 		t.Cleanup(func() { _ = os.Chmod(sub, 0o755) }) // so TempDir can be removed
 		triggerRescan(t, env.Dir)
-		time.Sleep(500 * time.Millisecond)
+		registryBarrier(t, env, env.Dir)
 		served := env.Server.Snapshot().Service(extraHost) != nil
 		if err := os.Chmod(sub, 0o755); err != nil {
 			t.Fatal(err)
@@ -342,7 +431,7 @@ func TestOutageBrokenWriteBurst(t *testing.T) {
 	}
 	testenv.WriteFile(t, path, meshYAML)
 	waitErrors(t, env, "")
-	time.Sleep(300 * time.Millisecond) // registry and server debounce, with margin
+	registryBarrier(t, env, dir)
 	for i, c := range clients {
 		if got := pendingEvents(c); got != 0 {
 			t.Errorf("client %d received %d responses across the burst and recovery, want none", i, got)

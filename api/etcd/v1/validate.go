@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -291,7 +292,7 @@ func (in *Instance) Validate() error {
 	} else {
 		checkIP(&errs, "address", in.Address)
 	}
-	for _, name := range sortedKeys(in.Ports) {
+	for _, name := range slices.Sorted(maps.Keys(in.Ports)) {
 		f := key("ports", name)
 		if !isLowerDNSLabel(name) {
 			errs.add(f, "port name %q must be a lower-case DNS label", name)
@@ -390,7 +391,7 @@ func checkIP(errs *Errors, field, s string) {
 // or up to 63 characters; names and values start and end alphanumeric and
 // contain alphanumerics, '-', '_' and '.'.
 func checkLabels(errs *Errors, field string, labels map[string]string) {
-	for _, k := range sortedKeys(labels) {
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
 		f := key(field, k)
 		name := k
 		if p, n, ok := strings.Cut(k, "/"); ok {
@@ -459,12 +460,3 @@ func isLowerDNSName(s string) bool {
 func idx(f string, i int) string { return f + "[" + strconv.Itoa(i) + "]" }
 
 func key(f, k string) string { return f + "[" + strconv.Quote(k) + "]" }
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
