@@ -12,5 +12,9 @@
 //   - KubeJWT: the seam for Kubernetes TokenReview; the Kubernetes registry
 //     supplies a TokenReviewer.
 //
+// A Guard sits in front of them on the secure port: it refuses
+// authorization metadata over MaxTokenBytes before anything parses it and
+// rate-limits failed authentications per peer address.
+//
 // Errors never contain tokens or keys.
 package authn

@@ -5,8 +5,12 @@ package sds
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sextant-mesh/sextant/ca/authn"
 	"github.com/sextant-mesh/sextant/ca/issuer"
@@ -14,11 +18,16 @@ import (
 	"github.com/sextant-mesh/sextant/discovery/xds"
 )
 
-// Authenticator authenticates xDS streams with the CA's chain (client
-// certificates this CA issued, JWTs, TokenReview, …).
-func Authenticator(chain authn.Chain) xds.Authenticator {
+// Authenticator authenticates xDS streams with the CA's authenticators
+// (client certificates this CA issued, JWTs, TokenReview, …), usually an
+// authn.Guard around the chain. A peer the guard rate-limits gets
+// ResourceExhausted; other failures are Unauthenticated (xds adds that).
+func Authenticator(auth authn.CallAuthenticator) xds.Authenticator {
 	return func(ctx context.Context) (xds.Identity, error) {
-		c, err := chain.Authenticate(ctx)
+		c, err := auth.Authenticate(ctx)
+		if errors.Is(err, authn.ErrRateLimited) {
+			return xds.Identity{}, status.Errorf(codes.ResourceExhausted, "authentication refused: %v", err)
+		}
 		if err != nil {
 			return xds.Identity{}, err
 		}

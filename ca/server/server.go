@@ -44,8 +44,10 @@ type ImpersonationPolicy func(ctx context.Context, caller *authn.Caller, target 
 
 // Options configure a Service.
 type Options struct {
-	// Authenticators are tried in order; the first success wins. Required.
-	Authenticators authn.Chain
+	// Authenticators authenticate callers: an authn.Chain (tried in
+	// order, the first success wins), usually behind an authn.Guard.
+	// Required.
+	Authenticators authn.CallAuthenticator
 	// RateLimit is the CSRs per second allowed per identity, with Burst.
 	// Zero means the defaults; rate.Inf disables the limit.
 	RateLimit rate.Limit
@@ -65,7 +67,7 @@ type Service struct {
 	pb.UnimplementedIstioCertificateServiceServer
 
 	iss     *issuer.Issuer
-	auth    authn.Chain
+	auth    authn.CallAuthenticator
 	imp     ImpersonationPolicy
 	limiter *limiter
 	metrics *Metrics
@@ -74,7 +76,7 @@ type Service struct {
 
 // New returns a Service signing with iss.
 func New(iss *issuer.Issuer, o Options) (*Service, error) {
-	if len(o.Authenticators) == 0 {
+	if c, ok := o.Authenticators.(authn.Chain); o.Authenticators == nil || ok && len(c) == 0 {
 		return nil, errors.New("CA service: no authenticators")
 	}
 	if o.Registry == nil {
@@ -124,6 +126,9 @@ func (s *Service) CreateCertificate(ctx context.Context, req *pb.IstioCertificat
 			s.metrics.IDExtractionError.Inc()
 		}
 		log.Warn("CSR authentication failed", "err", err)
+		if errors.Is(err, authn.ErrRateLimited) {
+			return nil, status.Errorf(codes.ResourceExhausted, "authentication refused: %v", err)
+		}
 		return nil, status.Errorf(codes.Unauthenticated, "authentication failed: %v", err)
 	}
 	log = log.With("identity", caller.Identity.String(), "auth", caller.Method)

@@ -43,6 +43,8 @@ type secureOptions struct {
 	sans               []string
 	csrRate            float64
 	csrBurst           int
+	authnFailRate      float64
+	authnFailBurst     int
 	// stopGrace bounds the graceful stop of the secure gRPC server.
 	stopGrace time.Duration
 	// leanXDS, if set, serves ADS with grpclite over TLS; other calls (the
@@ -66,6 +68,10 @@ func addSecureFlags(f *pflag.FlagSet) *secureOptions {
 	f.Float64Var(&o.csrRate, "ca-csr-rate", float64(caserver.DefaultRateLimit),
 		"certificate requests per second allowed per identity (0: unlimited)")
 	f.IntVar(&o.csrBurst, "ca-csr-burst", caserver.DefaultBurst, "burst of certificate requests allowed per identity")
+	f.Float64Var(&o.authnFailRate, "authn-failure-rate", authn.DefaultFailureRate,
+		"failed authentications per second allowed per peer address on the secure port, after the burst; beyond it calls are refused without authenticating")
+	f.IntVar(&o.authnFailBurst, "authn-failure-burst", authn.DefaultFailureBurst,
+		"failed authentications in a row allowed per peer address on the secure port")
 	return o
 }
 
@@ -75,8 +81,9 @@ type secureServer struct {
 	Issuer  *issuer.Issuer // for SDS: Issue, Roots, WatchRoots
 	CA      *caserver.Service
 	Serving *issuer.ServingCert
-	// Authn authenticates callers of the CA and of ADS on the secure port.
-	Authn authn.Chain
+	// Authn authenticates callers of the CA and of ADS on the secure port:
+	// the chain behind a Guard (token size, failures per peer).
+	Authn *authn.Guard
 	kube  *kubeCA
 
 	lis       net.Listener
@@ -160,7 +167,11 @@ func startSecure(ctx context.Context, o secureOptions, reg *prometheus.Registry,
 		log.Warn("neither --jwt-issuer nor --ca-token-file is set: the CA only renews certificates it issued (client certificates)")
 	}
 
-	svc, err := caserver.New(iss, caserver.Options{Authenticators: chain, RateLimit: limit, Burst: o.csrBurst, Registry: reg, Logger: log})
+	guard, err := authn.NewGuard(chain, authn.GuardOptions{FailureRate: o.authnFailRate, FailureBurst: o.authnFailBurst, Registry: reg})
+	if err != nil {
+		return nil, fmt.Errorf("--authn-failure-rate, --authn-failure-burst: %w", err)
+	}
+	svc, err := caserver.New(iss, caserver.Options{Authenticators: guard, RateLimit: limit, Burst: o.csrBurst, Registry: reg, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +203,7 @@ func startSecure(ctx context.Context, o secureOptions, reg *prometheus.Registry,
 	if o.stopGrace <= 0 {
 		o.stopGrace = 5 * time.Second
 	}
-	return &secureServer{Trust: store, Issuer: iss, CA: svc, Serving: serving, Authn: chain, kube: kca, lis: lis, gs: gs,
+	return &secureServer{Trust: store, Issuer: iss, CA: svc, Serving: serving, Authn: guard, kube: kca, lis: lis, gs: gs,
 		lean: lean, gsLis: gsLis, log: log, stopGrace: o.stopGrace}, nil
 }
 

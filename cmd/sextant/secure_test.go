@@ -16,9 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	pb "istio.io/api/security/v1alpha1"
 
 	"github.com/sextant-mesh/sextant/ca/catest"
@@ -211,6 +213,94 @@ func TestStartSecureErrors(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
 				}
+			}
+		})
+	}
+}
+
+// TestSecureAuthnGuard: on both transports, over TLS with a real gRPC
+// client, an oversized token is refused before any authenticator parses
+// it, and a peer that keeps failing is refused without authenticating,
+// counted in sextant_authn_failures_total and
+// sextant_authn_rate_limited_total.
+func TestSecureAuthnGuard(t *testing.T) {
+	for _, lean := range []bool{false, true} {
+		t.Run(map[bool]string{false: "grpc", true: "lean"}[lean], func(t *testing.T) {
+			dir := t.TempDir()
+			tokens := filepath.Join(dir, "tokens")
+			os.WriteFile(tokens, []byte("dev default dev\n"), 0o600)
+			o := testOptions(t, "--ca-token-file="+tokens, "--authn-failure-burst=3", "--authn-failure-rate=0.001")
+			if lean {
+				o.leanXDS = func(cfg *tls.Config) *grpclite.Server {
+					return &grpclite.Server{TLSConfig: cfg, Metadata: true}
+				}
+			}
+			reg := prometheus.NewRegistry()
+			sec, err := startSecure(context.Background(), o, reg, quietLog(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- sec.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			}()
+			rootPEM, err := os.ReadFile(filepath.Join(o.dir, "root-cert.pem"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			roots := x509.NewCertPool()
+			roots.AppendCertsFromPEM(rootPEM)
+			cc, err := grpc.NewClient(sec.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: issuer.IstiodSAN})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cc.Close()
+			key := catest.NewKey(t, catest.EC256)
+			csr := func(tok string) error {
+				_, err := pb.NewIstioCertificateServiceClient(cc).CreateCertificate(context.Background(),
+					&pb.IstioCertificateRequest{Csr: string(catest.CSR(t, key, ""))}, grpc.PerRPCCredentials(catest.BearerCreds(tok)))
+				return err
+			}
+			if err := csr("dev"); err != nil {
+				t.Fatalf("good token: %v", err)
+			}
+			err = csr(strings.Repeat("x", 20<<10))
+			if st := status.Convert(err); st.Code() != codes.Unauthenticated || !strings.Contains(st.Message(), "exceeds the limit of 16384") {
+				t.Fatalf("20 KiB token: %v", err)
+			}
+			for i := range 2 {
+				if st := status.Convert(csr("guess")); st.Code() != codes.Unauthenticated {
+					t.Fatalf("wrong token %d: %v", i, st)
+				}
+			}
+			// The burst of 3 is spent: even the good token is refused now.
+			err = csr("dev")
+			if st := status.Convert(err); st.Code() != codes.ResourceExhausted || !strings.Contains(st.Message(), "too many failed authentications") {
+				t.Fatalf("rate-limited peer: %v", err)
+			}
+			got := map[string]float64{}
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, mf := range mfs {
+				for _, m := range mf.GetMetric() {
+					name := mf.GetName()
+					for _, l := range m.GetLabel() {
+						name += "/" + l.GetValue()
+					}
+					got[name] = m.GetCounter().GetValue()
+				}
+			}
+			if got["sextant_authn_failures_total/token_too_large"] != 1 || got["sextant_authn_failures_total/rejected"] != 2 ||
+				got["sextant_authn_rate_limited_total"] != 1 {
+				t.Errorf("metrics: too large %v, rejected %v, rate limited %v", got["sextant_authn_failures_total/token_too_large"],
+					got["sextant_authn_failures_total/rejected"], got["sextant_authn_rate_limited_total"])
 			}
 		})
 	}

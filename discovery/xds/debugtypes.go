@@ -80,9 +80,9 @@ func (c *Connection) handleDebug(r *request) error {
 		for _, a := range res {
 			resp.Resources = append(resp.Resources, &discoverygrpc.Resource{Resource: a})
 		}
-		return c.st.send(resp)
+		return c.sendMsg(resp)
 	}
-	return c.st.send(&discoverygrpc.DiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, VersionInfo: time.Now().Format(time.RFC3339Nano),
+	return c.sendMsg(&discoverygrpc.DiscoveryResponse{TypeUrl: r.typeURL, Nonce: nonce, VersionInfo: time.Now().Format(time.RFC3339Nano),
 		Resources: res, ControlPlane: c.s.controlPlane()})
 }
 

@@ -127,7 +127,7 @@ func (l *leanADS) open(b []byte, queued time.Time) {
 		l.s.metrics.RejectedStreams.WithLabelValues("admission").Inc()
 		err = status.Error(codes.ResourceExhausted, "too many new xDS streams; retry with backoff")
 	default:
-		c, err = l.s.open(l.st.Context(), r, l.delta, l.secure, l.st.Peer().String(), leanStream{l.st})
+		c, err = l.s.open(l.st.Context(), r, l.delta, l.secure, l.st.Peer().String(), leanStream{l.s, l.st})
 	}
 	if err != nil {
 		l.st.Close(err)
@@ -166,12 +166,24 @@ func (l *leanADS) Closed() {
 }
 
 // leanStream adapts a grpclite stream to Connection.
-type leanStream struct{ st *grpclite.Stream }
+type leanStream struct {
+	s  *Server
+	st *grpclite.Stream
+}
 
 func (l leanStream) send(m any) error {
 	switch v := m.(type) {
 	case *encoded:
-		return l.st.Send(v.parts...)
+		start := time.Now()
+		err := l.st.Send(v.parts...)
+		if err != nil && time.Since(start) >= l.s.opts.SendTimeout {
+			// The socket write hit its deadline: the proxy stopped
+			// reading with its window open (grpclite's OnStuck counts
+			// the other case, a window that does not move).
+			l.s.metrics.StuckStreams.Inc()
+			l.s.log.Warn("closing stuck stream", "peer", l.st.Peer().String())
+		}
+		return err
 	case proto.Message:
 		b, err := proto.Marshal(v)
 		if err != nil {

@@ -92,6 +92,9 @@ func (s *Server) authenticate(ctx context.Context, p *proxy.Proxy) (*Identity, e
 	id, err := sec.auth(ctx)
 	if err != nil {
 		s.metrics.RejectedStreams.WithLabelValues("unauthenticated").Inc()
+		if st, ok := status.FromError(err); ok && st.Code() == codes.ResourceExhausted {
+			return nil, err // the authenticator's rate limit: the client should back off
+		}
 		return nil, status.Errorf(codes.Unauthenticated, "authentication failed: %v", err)
 	}
 	if p.Namespace != id.Namespace || (p.ServiceAccount != "" && p.ServiceAccount != id.ServiceAccount) {

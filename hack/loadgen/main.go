@@ -17,6 +17,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -56,6 +57,8 @@ type config struct {
 	scoped, secure                        bool
 	churnRate                             float64
 	churnDuration                         time.Duration
+	stalled                               int
+	stalledSmallWindow                    bool
 }
 
 func main() {
@@ -80,6 +83,8 @@ func main() {
 	flag.BoolVar(&c.scoped, "scoped", false, "give every namespace a Sidecar importing only its own namespace")
 	flag.Float64Var(&c.churnRate, "churn-rate", 0, "after the measured changes, move endpoints at this many events per second")
 	flag.DurationVar(&c.churnDuration, "churn-duration", 20*time.Second, "how long churn runs")
+	flag.IntVar(&c.stalled, "stalled", 0, "after the proxies connect, add this many proxies that subscribe (CDS, LDS) over raw HTTP/2 with the largest flow-control window and never read (plaintext port only); compare the measured changes with and without")
+	flag.BoolVar(&c.stalledSmallWindow, "stalled-small-window", false, "stalled proxies keep the default 64 KiB windows, so they stall at their first push instead of once the socket buffers are full")
 	flag.Parse()
 	if err := run(c); err != nil {
 		log.Fatal(err)
@@ -216,6 +221,20 @@ func run(c config) error {
 	connectTime := time.Since(start)
 	fmt.Printf("connected %d proxies (%.0f%% delta, %.0f%% sidecar): all had CDS+EDS after %v (p50 %v, p99 %v)\n",
 		c.proxies, c.deltaFraction*100, c.sidecarFraction*100, connectTime.Round(time.Millisecond), pct(initial, 50), pct(initial, 99))
+	if c.stalled > 0 {
+		if c.secure {
+			return errors.New("-stalled needs the plaintext port")
+		}
+		for i := range c.stalled {
+			nc, err := adsclient.DialStalled(ctx, dialAddr, adsclient.Node("10.201."+strconv.Itoa(i/250)+"."+strconv.Itoa(i%250), "stalled-"+strconv.Itoa(i), "ns"+strconv.Itoa(i%10), "", map[string]string{"app": "load"}),
+				[]string{translate.ClusterType, translate.ListenerType}, !c.stalledSmallWindow)
+			if err != nil {
+				return fmt.Errorf("stalled proxy %d: %w", i, err)
+			}
+			defer nc.Close()
+		}
+		fmt.Printf("added %d stalled proxies (never read; %s windows)\n", c.stalled, map[bool]string{false: "2^31-1", true: "64 KiB"}[c.stalledSmallWindow])
+	}
 	time.Sleep(500 * time.Millisecond)
 	drain(clients)
 	rssConnected := rss(srv.Process.Pid)
