@@ -186,6 +186,7 @@ func (c *conn) serve() {
 	}
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c.rec, preface); err != nil || string(preface) != http2.ClientPreface {
+		c.closeGently()
 		return
 	}
 	// Until its first stream, a client has not shown it is one: a
@@ -231,6 +232,17 @@ func (c *conn) serve() {
 	}
 }
 
+// closeGently ends a connection that is not HTTP/2 with a FIN rather than
+// a TCP reset: what the client sent meanwhile is read and dropped for up
+// to a second first.
+func (c *conn) closeGently() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.CopyN(io.Discard, c.nc, 64<<10)
+	}
+}
+
 // readError answers a failed frame read; it reports whether the
 // connection goes on.
 func (c *conn) readError(err error) bool {
@@ -268,6 +280,19 @@ func (c *conn) readError(err error) bool {
 		c.goAway(http2.ErrCodeNo)
 	}
 	return false
+}
+
+// refuse resets stream id for a malformed frame: a stream the client had
+// not opened yet counts as opened (and closed).
+func (c *conn) refuse(id uint32, code http2.ErrCode) error {
+	if id%2 == 1 && id > c.lastStream.Load() {
+		c.lastStream.Store(id)
+	}
+	if err := c.decide(); err != nil {
+		return err
+	}
+	c.resetStream(id, code)
+	return c.spend(1)
 }
 
 // spend takes n from the connection's budget for costly requests.
@@ -318,7 +343,15 @@ func (c *conn) handle(f http2.Frame) error {
 		}
 		return c.windowUpdate(f.StreamID, f.Increment)
 	case *http2.MetaHeadersFrame:
+		if f.HasPriority() && f.Priority.StreamDep == f.StreamID {
+			// A stream cannot depend on itself (RFC 9113 §5.3.1).
+			return c.refuse(f.StreamID, http2.ErrCodeProtocol)
+		}
 		return c.headers(f)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			return c.refuse(f.StreamID, http2.ErrCodeProtocol)
+		}
 	case *http2.DataFrame:
 		return c.data(f)
 	case *http2.RSTStreamFrame:
@@ -793,7 +826,7 @@ func (c *conn) data(f *http2.DataFrame) error {
 	}
 	data := f.Data()
 	st.gotLen += int64(len(data))
-	if st.contentLen >= 0 && st.gotLen > st.contentLen {
+	if st.contentLen >= 0 && (st.gotLen > st.contentLen || f.StreamEnded() && st.gotLen != st.contentLen) {
 		c.consumed(st, int(n), false)
 		c.resetStream(id, http2.ErrCodeProtocol)
 		return nil
