@@ -220,6 +220,7 @@ func (c *conn) serve() {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
 				c.goAway(http2.ErrCode(ce))
+				c.closeGently()
 			} else {
 				c.srv.logger().Debug("grpclite: closing connection", "peer", c.nc.RemoteAddr().String(), "error", err)
 			}
@@ -232,10 +233,14 @@ func (c *conn) serve() {
 	}
 }
 
-// closeGently ends a connection that is not HTTP/2 with a FIN rather than
-// a TCP reset: what the client sent meanwhile is read and dropped for up
-// to a second first.
+// closeGently ends a connection (not HTTP/2, or after a GOAWAY for an
+// error) with a FIN rather than a TCP reset, which could destroy the GOAWAY
+// before the client reads it: what the client sent meanwhile is read and
+// dropped for up to a second or 64 KiB first.
 func (c *conn) closeGently() {
+	c.wmu.Lock()
+	c.closed = true // no more writes after the FIN
+	c.wmu.Unlock()
 	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 		_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
@@ -261,6 +266,7 @@ func (c *conn) readError(err error) bool {
 		c.resetStream(se.StreamID, se.Code)
 		if err := c.spend(1); err != nil {
 			c.goAway(http2.ErrCodeEnhanceYourCalm)
+			c.closeGently()
 			return false
 		}
 		return true
@@ -270,10 +276,13 @@ func (c *conn) readError(err error) bool {
 	switch {
 	case errors.As(err, &ce):
 		c.goAway(http2.ErrCode(ce))
+		c.closeGently()
 	case errors.Is(err, http2.ErrFrameTooLarge):
 		c.goAway(http2.ErrCodeFrameSize)
+		c.closeGently()
 	case errors.Is(err, errFrameFlood):
 		c.goAway(http2.ErrCodeEnhanceYourCalm)
+		c.closeGently()
 	case errors.As(err, &ne) && ne.Timeout():
 		// No first stream in time, or the last stream of a connection
 		// told to go away ended.
