@@ -184,5 +184,4 @@ func (o *outcome) String() string {
 	return strings.Join(parts, "; ")
 }
 
-
 func netDial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, 5*time.Second) }
