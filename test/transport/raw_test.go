@@ -25,7 +25,6 @@ import (
 type rawConn struct {
 	nc    net.Conn
 	fr    *http2.Framer
-	wmu   sync.Mutex
 	start time.Time
 	out   *outcome
 }
