@@ -20,9 +20,9 @@ help: ## show this help
 build: ## build sextant and sextantctl into ./bin
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-test: ## all tests, race detector on; builds pilot-agent, istioctl and kube-apiserver+etcd once (cached outside the repo)
+test: ## all tests, race detector on; builds pilot-agent, istioctl, h2spec and kube-apiserver+etcd once (cached outside the repo)
 	eval "$$(hack/kube-real.sh env)" && \
-	SEXTANT_PILOT_AGENT="$$(hack/istio-agent.sh)" SEXTANT_ISTIOCTL="$$(hack/istioctl.sh)" \
+	SEXTANT_PILOT_AGENT="$$(hack/istio-agent.sh)" SEXTANT_ISTIOCTL="$$(hack/istioctl.sh)" SEXTANT_H2SPEC="$$(hack/h2spec.sh)" \
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 
 kube-bin: ## build kube-apiserver + etcd for the Kubernetes tests (cached outside the repo)

@@ -105,7 +105,7 @@ debug endpoints are on --monitoring-addr. SIGTERM drains and exits.`,
 	f.Float64Var(&o.keepaliveShare, "keepalive-share", 0.01, "share of a service's traffic its keepalive endpoints get")
 	f.BoolVar(&o.registryOnly, "outbound-registry-only", false, "outboundTrafficPolicy REGISTRY_ONLY (default ALLOW_ANY)")
 	f.DurationVar(&o.drainWindow, "drain-window", 5*time.Second, "on SIGTERM, spread closing proxy streams over this window")
-	f.StringVar(&o.xdsTransport, "xds-transport", "lean", "HTTP/2 transport for ADS on --xds-addr and --secure-addr: lean (one goroutine per connection; other gRPC calls are handed to grpc-go on the same port) or grpc (grpc-go for everything)")
+	f.StringVar(&o.xdsTransport, "xds-transport", "grpc", "HTTP/2 transport for ADS on --xds-addr and --secure-addr: grpc (grpc-go for everything; the default until lean has parity, docs/transport.md) or lean (one goroutine per connection; other gRPC calls are handed to grpc-go on the same port)")
 	o.etcd = addEtcdFlags(f)
 	o.secure = addSecureFlags(f)
 	o.webhook = addWebhookFlags(f)

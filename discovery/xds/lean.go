@@ -117,12 +117,13 @@ func (l *leanADS) Message(b []byte) error {
 }
 
 func (l *leanADS) open(b []byte, queued time.Time) {
+	if l.st.Context().Err() != nil {
+		return // reset or gone while waiting: not even decoded
+	}
 	r, err := l.decode(b)
 	var c *Connection
 	switch {
 	case err != nil:
-	case l.st.Context().Err() != nil:
-		return // gone while waiting
 	case time.Since(queued) > l.s.opts.AdmissionWait:
 		l.s.metrics.RejectedStreams.WithLabelValues("admission").Inc()
 		err = status.Error(codes.ResourceExhausted, "too many new xDS streams; retry with backoff")

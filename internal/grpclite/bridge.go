@@ -33,7 +33,11 @@ type bridge struct {
 var errBodyClosed = errors.New("grpclite: request body closed")
 
 // body is a bridged call's request body, fed by the connection goroutine.
+// What the handler reads gives the client its flow-control window back
+// (conn.consumed), so a handler that does not read holds back its client.
 type body struct {
+	c    *conn
+	st   *Stream
 	mu   sync.Mutex
 	cond sync.Cond
 	buf  []byte
@@ -41,8 +45,8 @@ type body struct {
 	err  error
 }
 
-func newBody() *body {
-	b := &body{}
+func newBody(c *conn, st *Stream) *body {
+	b := &body{c: c, st: st}
 	b.cond.L = &b.mu
 	return b
 }
@@ -51,19 +55,37 @@ func newBody() *body {
 // than limit bytes waiting unread is an error.
 func (b *body) write(p []byte, limit int, end bool) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.err != nil || b.eof {
+		b.mu.Unlock()
+		// Dropped: given back to the connection at once.
+		b.dropped(len(p), false)
 		return nil
 	}
 	if len(p) > 0 && len(b.buf)+len(p) > limit+5 {
 		b.err = status.Errorf(codes.ResourceExhausted, "request larger than %d bytes", limit)
 		b.cond.Broadcast()
+		b.mu.Unlock()
+		b.dropped(len(p), false)
 		return b.err
 	}
 	b.buf = append(b.buf, p...)
 	b.eof = end
 	b.cond.Broadcast()
+	b.mu.Unlock()
+	if len(p) > 0 && b.c != nil {
+		b.c.fmu.Lock()
+		b.c.held += int64(len(p))
+		b.c.fmu.Unlock()
+	}
 	return nil
+}
+
+// dropped gives n bytes back to the connection (held: they were counted
+// in what it holds).
+func (b *body) dropped(n int, held bool) {
+	if n > 0 && b.c != nil {
+		b.c.consumed(nil, n, held)
+	}
 }
 
 func (b *body) fail(err error) {
@@ -71,13 +93,15 @@ func (b *body) fail(err error) {
 	if b.err == nil {
 		b.err = err
 	}
+	n := len(b.buf)
+	b.buf = nil
 	b.cond.Broadcast()
 	b.mu.Unlock()
+	b.dropped(n, true)
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	for len(b.buf) == 0 && !b.eof && b.err == nil {
 		b.cond.Wait()
 	}
@@ -87,8 +111,13 @@ func (b *body) Read(p []byte) (int, error) {
 		if len(b.buf) == 0 {
 			b.buf = nil
 		}
+		b.mu.Unlock()
+		if b.c != nil {
+			b.c.consumed(b.st, n, true)
+		}
 		return n, nil
 	}
+	defer b.mu.Unlock()
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -114,9 +143,6 @@ func (c *conn) startBridge(st *Stream, f *http2.MetaHeadersFrame) {
 		req.TLS = &cs
 	}
 	req = req.WithContext(context.WithValue(st.ctx, http.LocalAddrContextKey, c.nc.LocalAddr()))
-	if f.StreamEnded() {
-		_ = st.bridge.body.write(nil, 0, true)
-	}
 	w := &bridgeWriter{st: st, hdr: http.Header{}}
 	go func() {
 		c.srv.Handler.ServeHTTP(w, req)

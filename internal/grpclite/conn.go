@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -28,9 +30,29 @@ const (
 	defaultWindow   = 65535
 	defaultMaxFrame = 16384
 	maxWindow       = 1<<31 - 1
+	// maxHeaderList bounds a request's decoded header list (advertised
+	// as SETTINGS_MAX_HEADER_LIST_SIZE); a larger one gets HTTP 431.
+	maxHeaderList = 64 << 10
+	// maxFrameRead bounds the bytes one frame read may take from the
+	// socket. Frames are at most 16 KiB (no larger MAX_FRAME_SIZE is
+	// advertised), so only a header block continued over many
+	// CONTINUATION frames comes near it: past it (a CONTINUATION flood,
+	// CVE-2024-27316's family) the connection ends with GOAWAY
+	// ENHANCE_YOUR_CALM.
+	maxFrameRead = 4*maxHeaderList + 2*defaultMaxFrame
+	// calmBurst and calmRate size the budget (a token bucket) for what
+	// costs the server work but no client needs in bulk: resets either
+	// way (rapid reset, CVE-2023-44487), refused and malformed streams,
+	// SETTINGS frames, empty DATA frames. A client past it gets GOAWAY
+	// ENHANCE_YOUR_CALM, as golang.org/x/net/http2 does for early resets.
+	calmBurst = 1000
+	calmRate  = 100 // tokens per second
 )
 
-var errHandedOff = errors.New("connection handed to the fallback server")
+var (
+	errHandedOff  = errors.New("connection handed to the fallback server")
+	errFrameFlood = errors.New("grpclite: header block too large (CONTINUATION flood)")
+)
 
 // conn is one HTTP/2 connection. Its goroutine (serve) reads; writers hold
 // wmu.
@@ -44,24 +66,40 @@ type conn struct {
 	authInfo credentials.AuthInfo
 
 	// Owned by the reading goroutine.
-	decided      bool // served here (not handed over); writes allowed
-	pendingAcks  int
-	pendingPings [][8]byte
-	renewals     int
-	lastPing     time.Time
-	pingStrikes  int
-	lastStream   uint32
-	recvUnacked  int32
+	decided     bool // served here (not handed over)
+	renewals    int
+	lastPing    time.Time
+	pingStrikes int
+	calmTokens  float64
+	calmAt      time.Time
 
-	lastRead atomic.Int64
-	pingOut  atomic.Bool
+	// lastStream is the highest stream ID the client opened.
+	lastStream atomic.Uint32
+	started    atomic.Bool // the server preface is written
+	lastRead   atomic.Int64
+	pingOut    atomic.Bool
 	// sentData is set when a response goes out; clients (grpc-go's
 	// bandwidth estimator) ping after data, so that clears ping strikes.
 	sentData atomic.Bool
 	ka       *time.Timer
 
+	// fmu guards receive-side flow control, shared with bridged calls'
+	// handlers, which consume their request bodies on goroutines of
+	// their own. Lock order: wmu before fmu.
+	fmu sync.Mutex
+	// recvWindow is what the client may still send on the connection;
+	// recvTarget the connection window granted (65535 until the
+	// connection is decided, then Server.Window).
+	recvWindow, recvTarget int64
+	// held is what was received and not consumed yet: partial messages
+	// and unread request bodies. The connection window is given back
+	// only while held stays within Server.recvBudget.
+	held int64
+
 	wmu            sync.Mutex
 	closed         bool
+	goingAway      bool
+	goAwayID       uint32
 	sendWindow     int64
 	peerInitWindow int64
 	maxFrame       int
@@ -70,7 +108,7 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, raw: nc, nc: nc, sendWindow: defaultWindow, peerInitWindow: defaultWindow, maxFrame: defaultMaxFrame,
-		streams: map[uint32]*Stream{}}
+		streams: map[uint32]*Stream{}, recvWindow: defaultWindow, recvTarget: defaultWindow, calmTokens: calmBurst}
 	c.rec = &recorder{r: nc, on: s.Fallback != nil}
 	c.newFramer(hpack.NewDecoder(4096, nil))
 	return c
@@ -83,7 +121,7 @@ func newConn(s *Server, nc net.Conn) *conn {
 func (c *conn) newFramer(dec *hpack.Decoder) {
 	c.fr = http2.NewFramer(io.Discard, c.rec)
 	c.fr.ReadMetaHeaders = dec
-	c.fr.MaxHeaderListSize = 64 << 10
+	c.fr.MaxHeaderListSize = maxHeaderList
 	c.fr.SetMaxReadFrameSize(defaultMaxFrame)
 }
 
@@ -97,15 +135,21 @@ const (
 )
 
 // recorder keeps what was read until the connection is decided, so a
-// connection can be handed over as if unread.
+// connection can be handed over as if unread, and bounds what one frame
+// read may take (n counts the bytes since the last reset).
 type recorder struct {
 	r   io.Reader
 	buf []byte
 	on  bool
+	n   int
 }
 
 func (r *recorder) Read(p []byte) (int, error) {
+	if r.n > maxFrameRead {
+		return 0, errFrameFlood
+	}
 	n, err := r.r.Read(p)
+	r.n += n
 	if r.on {
 		r.buf = append(r.buf, p[:n]...)
 	}
@@ -142,31 +186,27 @@ func (c *conn) serve() {
 	}
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c.rec, preface); err != nil || string(preface) != http2.ClientPreface {
+		c.closeGently()
 		return
 	}
-	_ = c.nc.SetReadDeadline(time.Time{})
-	// The server preface. More (ACKs, the connection window) is written
-	// once the first stream shows the connection is served here.
+	// Until its first stream, a client has not shown it is one: a
+	// connection that opens none is closed after FirstStreamTimeout.
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.srv.firstStreamTimeout()))
 	if err := c.write(settingsFrame(http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(c.srv.window())},
-		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(c.srv.maxStreams())})); err != nil {
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: uint32(c.srv.maxStreams())},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList})); err != nil {
 		return
 	}
+	c.started.Store(true)
 	c.lastRead.Store(time.Now().UnixNano())
 	t, _ := c.srv.keepalive()
 	c.ka = time.AfterFunc(t, c.keepaliveTick)
 	for {
+		c.rec.n = 0
 		f, err := c.fr.ReadFrame()
 		if err != nil {
-			var se http2.StreamError
-			if errors.As(err, &se) {
-				if c.decided {
-					c.resetStream(se.StreamID, se.Code)
-				}
+			if c.readError(err) {
 				continue
-			}
-			var ce http2.ConnectionError
-			if errors.As(err, &ce) {
-				c.goAway(http2.ErrCode(ce))
 			}
 			return
 		}
@@ -180,6 +220,7 @@ func (c *conn) serve() {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
 				c.goAway(http2.ErrCode(ce))
+				c.closeGently()
 			} else {
 				c.srv.logger().Debug("grpclite: closing connection", "peer", c.nc.RemoteAddr().String(), "error", err)
 			}
@@ -192,30 +233,113 @@ func (c *conn) serve() {
 	}
 }
 
+// closeGently ends a connection (not HTTP/2, or after a GOAWAY for an
+// error) with a FIN rather than a TCP reset, which could destroy the GOAWAY
+// before the client reads it: what the client sent meanwhile is read and
+// dropped for up to a second or 64 KiB first.
+func (c *conn) closeGently() {
+	c.wmu.Lock()
+	c.closed = true // no more writes after the FIN
+	c.wmu.Unlock()
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
+		_, _ = io.CopyN(io.Discard, c.nc, 64<<10)
+	}
+}
+
+// readError answers a failed frame read; it reports whether the
+// connection goes on.
+func (c *conn) readError(err error) bool {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		// A malformed request: the stream is reset, here even before
+		// the connection is decided, so the client gets an answer.
+		if se.StreamID%2 == 1 && se.StreamID > c.lastStream.Load() {
+			c.lastStream.Store(se.StreamID)
+		}
+		if !c.decided {
+			if err := c.decide(); err != nil {
+				return false
+			}
+		}
+		c.resetStream(se.StreamID, se.Code)
+		if err := c.spend(1); err != nil {
+			c.goAway(http2.ErrCodeEnhanceYourCalm)
+			c.closeGently()
+			return false
+		}
+		return true
+	}
+	var ce http2.ConnectionError
+	var ne net.Error
+	switch {
+	case errors.As(err, &ce):
+		c.goAway(http2.ErrCode(ce))
+		c.closeGently()
+	case errors.Is(err, http2.ErrFrameTooLarge):
+		c.goAway(http2.ErrCodeFrameSize)
+		c.closeGently()
+	case errors.Is(err, errFrameFlood):
+		c.goAway(http2.ErrCodeEnhanceYourCalm)
+		c.closeGently()
+	case errors.As(err, &ne) && ne.Timeout():
+		// No first stream in time, or the last stream of a connection
+		// told to go away ended.
+		c.goAway(http2.ErrCodeNo)
+	}
+	return false
+}
+
+// refuse resets stream id for a malformed frame: a stream the client had
+// not opened yet counts as opened (and closed).
+func (c *conn) refuse(id uint32, code http2.ErrCode) error {
+	if id%2 == 1 && id > c.lastStream.Load() {
+		c.lastStream.Store(id)
+	}
+	if err := c.decide(); err != nil {
+		return err
+	}
+	c.resetStream(id, code)
+	return c.spend(1)
+}
+
+// spend takes n from the connection's budget for costly requests.
+func (c *conn) spend(n float64) error {
+	now := time.Now()
+	if !c.calmAt.IsZero() {
+		c.calmTokens = min(calmBurst, c.calmTokens+now.Sub(c.calmAt).Seconds()*calmRate)
+	}
+	c.calmAt = now
+	c.calmTokens -= n
+	if c.calmTokens < 0 {
+		return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
+	}
+	return nil
+}
+
+// idle reports whether id names a stream the client has not opened yet;
+// frames other than HEADERS and PRIORITY on one are a connection error
+// (RFC 9113 §5.1).
+func (c *conn) idle(id uint32) bool { return id > c.lastStream.Load() }
+
 func (c *conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.SettingsFrame:
 		if f.IsAck() {
 			return nil
 		}
+		if err := c.spend(1); err != nil {
+			return err
+		}
 		if err := c.applySettings(f); err != nil {
 			return err
 		}
-		if !c.decided {
-			c.pendingAcks++
-			return nil
-		}
+		// Acknowledged at once, before any stream (RFC 9113 §6.5.3).
 		return c.write(frame(http2.FrameSettings, http2.FlagSettingsAck, 0, nil))
 	case *http2.PingFrame:
 		if f.IsAck() {
 			c.pingOut.Store(false)
-			return nil
-		}
-		if !c.decided {
-			if len(c.pendingPings) > 16 {
-				return http2.ConnectionError(http2.ErrCodeEnhanceYourCalm)
-			}
-			c.pendingPings = append(c.pendingPings, f.Data)
 			return nil
 		}
 		if err := c.pingPolicy(); err != nil {
@@ -223,15 +347,30 @@ func (c *conn) handle(f http2.Frame) error {
 		}
 		return c.write(frame(http2.FramePing, http2.FlagPingAck, 0, f.Data[:]))
 	case *http2.WindowUpdateFrame:
+		if f.StreamID != 0 && c.idle(f.StreamID) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
 		return c.windowUpdate(f.StreamID, f.Increment)
 	case *http2.MetaHeadersFrame:
+		if f.HasPriority() && f.Priority.StreamDep == f.StreamID {
+			// A stream cannot depend on itself (RFC 9113 §5.3.1).
+			return c.refuse(f.StreamID, http2.ErrCodeProtocol)
+		}
 		return c.headers(f)
+	case *http2.PriorityFrame:
+		if f.StreamDep == f.StreamID {
+			return c.refuse(f.StreamID, http2.ErrCodeProtocol)
+		}
 	case *http2.DataFrame:
 		return c.data(f)
 	case *http2.RSTStreamFrame:
+		if c.idle(f.StreamID) {
+			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
 		if st := c.stream(f.StreamID); st != nil {
 			st.abort()
 		}
+		return c.spend(1)
 	case *http2.GoAwayFrame:
 		// The client opens no more streams; the open ones go on.
 	case *http2.PushPromiseFrame:
@@ -265,6 +404,11 @@ func (c *conn) pingPolicy() error {
 }
 
 func (c *conn) applySettings(f *http2.SettingsFrame) error {
+	// Values out of range are a connection error (RFC 9113 §6.5.2): a
+	// MAX_FRAME_SIZE of 0 would make every DATA frame empty.
+	if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
+		return err
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	var frames net.Buffers
@@ -295,27 +439,61 @@ func (c *conn) applySettings(f *http2.SettingsFrame) error {
 	return c.writeLocked(frames)
 }
 
-// decide keeps the connection here: what was held back is written.
+// decide keeps the connection here: the client has opened a stream, so
+// it gets the full connection window and no read deadline.
 func (c *conn) decide() error {
 	if c.decided {
 		return nil
 	}
 	c.decided = true
 	c.rec.on, c.rec.buf = false, nil
-	var frames net.Buffers
-	for range c.pendingAcks {
-		frames = append(frames, frame(http2.FrameSettings, http2.FlagSettingsAck, 0, nil))
-	}
-	for _, d := range c.pendingPings {
-		frames = append(frames, frame(http2.FramePing, http2.FlagPingAck, 0, d[:]))
-	}
-	c.pendingAcks, c.pendingPings = 0, nil
-	if inc := c.srv.window() - defaultWindow; inc > 0 {
-		frames = append(frames, windowUpdateFrame(0, uint32(inc)))
-	}
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return c.writeLocked(frames)
+	if !c.goingAway {
+		_ = c.nc.SetReadDeadline(time.Time{})
+	}
+	c.wmu.Unlock()
+	c.fmu.Lock()
+	c.recvTarget = int64(c.srv.window())
+	c.fmu.Unlock()
+	return c.replenishConn()
+}
+
+// replenishConn gives the client back connection window for what was
+// consumed, keeping what is held unconsumed within Server.recvBudget.
+func (c *conn) replenishConn() error {
+	c.fmu.Lock()
+	allowed := min(c.recvTarget, c.recvTarget+int64(c.srv.recvBudget())-c.held)
+	inc := allowed - c.recvWindow
+	if inc <= 0 || inc < c.recvTarget/4 {
+		c.fmu.Unlock()
+		return nil
+	}
+	c.recvWindow += inc
+	c.fmu.Unlock()
+	return c.write(windowUpdateFrame(0, uint32(inc)))
+}
+
+// consumed gives st's window back for n bytes the application took
+// (or that were dropped), and the connection's for what is no longer held.
+func (c *conn) consumed(st *Stream, n int, held bool) {
+	c.fmu.Lock()
+	if held {
+		c.held -= int64(n)
+	}
+	var frames [][]byte
+	if st != nil && !st.remoteDone.Load() {
+		st.recvUnacked += int64(n)
+		if st.recvUnacked >= int64(c.srv.window())/4 {
+			frames = append(frames, windowUpdateFrame(st.id, uint32(st.recvUnacked)))
+			st.recvWindow += st.recvUnacked
+			st.recvUnacked = 0
+		}
+	}
+	c.fmu.Unlock()
+	if len(frames) > 0 {
+		_ = c.write(frames...)
+	}
+	_ = c.replenishConn()
 }
 
 func (c *conn) handOff() error {
@@ -325,70 +503,223 @@ func (c *conn) handOff() error {
 	c.srv.forget(c)
 	rec := c.rec.buf
 	c.rec.on, c.rec.buf = false, nil
+	_ = c.nc.SetReadDeadline(time.Time{})
 	c.srv.Fallback(&replayConn{Conn: c.nc, r: io.MultiReader(bytes.NewReader(rec), c.nc)})
 	return errHandedOff
+}
+
+// badRequest is how a malformed or unacceptable request is answered:
+// RST_STREAM with code, or (code 0) a trailers-only response with an HTTP
+// status and a gRPC status, as grpc-go answers.
+type badRequest struct {
+	code   http2.ErrCode
+	status int
+	err    error
+}
+
+// connectionHeaders are connection-specific header fields, which make an
+// HTTP/2 request malformed (RFC 9113 §8.2.2).
+var connectionHeaders = map[string]bool{"connection": true, "proxy-connection": true, "keep-alive": true,
+	"transfer-encoding": true, "upgrade": true}
+
+// checkRequest validates a request's headers as RFC 9113 §8 and gRPC over
+// HTTP/2 ask, in grpc-go's order.
+func checkRequest(f *http2.MetaHeadersFrame) *badRequest {
+	if f.Truncated {
+		return &badRequest{status: http.StatusRequestHeaderFieldsTooLarge,
+			err: status.Errorf(codes.ResourceExhausted, "header list larger than %d bytes", maxHeaderList)}
+	}
+	malformed := &badRequest{code: http2.ErrCodeProtocol}
+	for _, hf := range f.PseudoFields() {
+		switch hf.Name {
+		case ":method", ":scheme", ":path", ":authority":
+		default:
+			return malformed
+		}
+	}
+	if f.PseudoValue("method") == "" || f.PseudoValue("scheme") == "" || f.PseudoValue("path") == "" {
+		return malformed
+	}
+	var ct, timeout string
+	hosts := 0
+	for _, hf := range f.RegularFields() {
+		switch {
+		case connectionHeaders[hf.Name]:
+			return malformed
+		case hf.Name == "te" && hf.Value != "trailers":
+			return malformed
+		case hf.Name == "content-type":
+			ct = hf.Value
+		case hf.Name == "grpc-timeout":
+			timeout = hf.Value
+		case hf.Name == "host":
+			hosts++
+		case hf.Name == "content-length":
+			if _, err := strconv.ParseUint(hf.Value, 10, 63); err != nil {
+				return malformed
+			}
+		}
+	}
+	if hosts > 1 {
+		return &badRequest{status: http.StatusBadRequest, err: status.Error(codes.Internal, "more than one host header")}
+	}
+	if ct != "application/grpc" && !strings.HasPrefix(ct, "application/grpc+") && !strings.HasPrefix(ct, "application/grpc;") {
+		return &badRequest{status: http.StatusUnsupportedMediaType,
+			err: status.Errorf(codes.InvalidArgument, "invalid gRPC request content-type %q", ct)}
+	}
+	if timeout != "" {
+		if _, err := decodeTimeout(timeout); err != nil {
+			return &badRequest{status: http.StatusBadRequest, err: status.Errorf(codes.Internal, "malformed grpc-timeout: %v", err)}
+		}
+	}
+	if f.PseudoValue("authority") == "" && hosts == 0 {
+		return &badRequest{status: http.StatusBadRequest, err: status.Error(codes.Internal, "no host or :authority header present")}
+	}
+	if m := f.PseudoValue("method"); m != http.MethodPost {
+		return &badRequest{status: http.StatusMethodNotAllowed,
+			err: status.Errorf(codes.Internal, "received a HEADERS frame with :method %q which should be POST", m)}
+	}
+	return nil
+}
+
+// decodeTimeout parses grpc-timeout: up to 8 digits and a unit.
+func decodeTimeout(s string) (time.Duration, error) {
+	if len(s) < 2 || len(s) > 9 {
+		return 0, fmt.Errorf("%q: want 1 to 8 digits and a unit", s)
+	}
+	var unit time.Duration
+	switch s[len(s)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, fmt.Errorf("%q: unknown unit", s)
+	}
+	n, err := strconv.ParseUint(s[:len(s)-1], 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("%q: %w", s, err)
+	}
+	return time.Duration(n) * unit, nil
+}
+
+// earlyAbort answers a request without opening its stream.
+func (c *conn) earlyAbort(id uint32, bad *badRequest, ended bool) {
+	if bad.code != 0 {
+		c.resetStream(id, bad.code)
+		return
+	}
+	var b []byte
+	if bad.status == http.StatusOK {
+		b = append(b, status200)
+	} else {
+		b = appendLiteral(b, ":status", strconv.Itoa(bad.status))
+	}
+	b = appendLiteral(b, "content-type", "application/grpc")
+	b = statusFields(b, bad.err)
+	frames := [][]byte{frame(http2.FrameHeaders, http2.FlagHeadersEndHeaders|http2.FlagHeadersEndStream, id, b)}
+	if !ended {
+		frames = append(frames, rstFrame(id, http2.ErrCodeNo))
+	}
+	_ = c.write(frames...)
 }
 
 func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 	id := f.StreamID
 	if st := c.stream(id); st != nil {
-		// Trailers from the client end its side.
-		if f.StreamEnded() {
-			if st.bridge != nil {
-				_ = st.bridge.body.write(nil, 0, true)
-			} else {
-				st.Close(nil)
-			}
+		switch {
+		case st.remoteDone.Load():
+			c.resetStream(id, http2.ErrCodeStreamClosed)
+			return c.spend(1)
+		case !f.StreamEnded():
+			// Trailers must end the stream (RFC 9113 §8.1).
+			c.resetStream(id, http2.ErrCodeProtocol)
+			return c.spend(1)
 		}
+		c.halfClose(st)
 		return nil
 	}
-	if id%2 == 0 || id <= c.lastStream {
+	if id%2 == 0 || id <= c.lastStream.Load() {
 		return http2.ConnectionError(http2.ErrCodeProtocol)
 	}
-	c.lastStream = id
+	c.lastStream.Store(id)
 	method := f.PseudoValue("path")
 	h := c.srv.Methods[method]
-	if h == nil && !c.decided && c.srv.Fallback != nil {
+	bad := checkRequest(f)
+	if bad == nil && h == nil && !c.decided && c.srv.Fallback != nil {
 		return c.handOff()
 	}
 	if err := c.decide(); err != nil {
 		return err
 	}
-	st := &Stream{c: c, id: id, method: method}
+	if bad != nil {
+		c.earlyAbort(id, bad, f.StreamEnded())
+		return c.spend(1)
+	}
+	st := &Stream{c: c, id: id, method: method, contentLen: -1}
+	st.recvWindow = int64(c.srv.window())
+	for _, hf := range f.RegularFields() {
+		if hf.Name == "content-length" {
+			st.contentLen, _ = strconv.ParseInt(hf.Value, 10, 64)
+		}
+	}
 	ctx := context.Background()
 	if c.srv.Metadata {
 		ctx = peer.NewContext(ctx, &peer.Peer{Addr: c.nc.RemoteAddr(), LocalAddr: c.nc.LocalAddr(), AuthInfo: c.authInfo})
 		ctx = metadata.NewIncomingContext(ctx, headerMetadata(f))
 	}
-	st.ctx, st.cancel = context.WithCancel(ctx)
+	var timeout time.Duration
+	for _, hf := range f.RegularFields() {
+		if hf.Name == "grpc-timeout" {
+			timeout, _ = decodeTimeout(hf.Value)
+		}
+	}
+	if timeout > 0 {
+		st.ctx, st.cancel = context.WithTimeout(ctx, timeout)
+	} else {
+		st.ctx, st.cancel = context.WithCancel(ctx)
+	}
 	bridged := h == nil && c.srv.Handler != nil
 	if bridged {
-		st.bridge = &bridge{body: newBody()}
+		st.bridge = &bridge{body: newBody(c, st)}
 	}
 	c.wmu.Lock()
 	if c.closed {
 		c.wmu.Unlock()
+		st.cancel()
 		return net.ErrClosed
 	}
-	if len(c.streams) >= c.srv.maxStreams() {
+	if len(c.streams) >= c.srv.maxStreams() || (c.goingAway && id > c.goAwayID) {
 		c.wmu.Unlock()
 		st.cancel()
 		c.resetStream(id, http2.ErrCodeRefusedStream)
-		return nil
+		return c.spend(1)
 	}
 	st.sendWindow = c.peerInitWindow
 	c.streams[id] = st
+	if timeout > 0 {
+		st.deadline = time.AfterFunc(timeout, func() {
+			st.Close(status.Error(codes.DeadlineExceeded, "grpc-timeout expired"))
+		})
+	}
 	c.wmu.Unlock()
 	if bridged {
 		c.startBridge(st, f)
+		if f.StreamEnded() {
+			c.halfClose(st)
+		}
 		return nil
 	}
 	if h == nil {
 		st.Close(status.Errorf(codes.Unimplemented, "unknown method %s", method))
-		return nil
-	}
-	if ct := contentType(f); !strings.HasPrefix(ct, "application/grpc") {
-		st.Close(status.Errorf(codes.Internal, "invalid content-type %q", ct))
 		return nil
 	}
 	recv, err := h(st)
@@ -406,9 +737,34 @@ func (c *conn) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	if f.StreamEnded() {
-		st.Close(nil)
+		c.halfClose(st)
 	}
 	return nil
+}
+
+// halfClose records that the client sent all it will (END_STREAM). The
+// stream stays open for the server's responses: a client that half-closes
+// after its request still gets the answer, as from grpc-go. A bridged
+// call's handler sees the end of its request body; a Receiver that is a
+// HalfCloser is told.
+func (c *conn) halfClose(st *Stream) {
+	st.remoteDone.Store(true)
+	if st.contentLen >= 0 && st.gotLen != st.contentLen {
+		// content-length must match the DATA received (RFC 9113 §8.1.1).
+		c.resetStream(st.id, http2.ErrCodeProtocol)
+		return
+	}
+	if st.bridge != nil {
+		_ = st.bridge.body.write(nil, 0, true)
+		return
+	}
+	c.wmu.Lock()
+	recv := st.recv
+	done := st.done
+	c.wmu.Unlock()
+	if hc, ok := recv.(HalfCloser); ok && !done {
+		hc.HalfClosed()
+	}
 }
 
 // headerMetadata is a stream's request headers as grpc-go presents them
@@ -440,63 +796,101 @@ func headerMetadata(f *http2.MetaHeadersFrame) metadata.MD {
 	return md
 }
 
-func contentType(f *http2.MetaHeadersFrame) string {
-	for _, hf := range f.RegularFields() {
-		if hf.Name == "content-type" {
-			return hf.Value
+func (c *conn) data(f *http2.DataFrame) error {
+	id, n := f.StreamID, int64(f.Length)
+	if c.idle(id) {
+		return http2.ConnectionError(http2.ErrCodeProtocol)
+	}
+	c.fmu.Lock()
+	if n > c.recvWindow {
+		c.fmu.Unlock()
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	c.recvWindow -= n
+	c.fmu.Unlock()
+	st := c.stream(id)
+	if st == nil || st.remoteDone.Load() {
+		// Closed, or half-closed by the client: the bytes are dropped
+		// and the stream is reset with STREAM_CLOSED (RFC 9113 §5.1).
+		c.consumed(nil, 0, false)
+		c.resetStream(id, http2.ErrCodeStreamClosed)
+		return c.spend(1)
+	}
+	c.fmu.Lock()
+	over := n > st.recvWindow
+	if !over {
+		st.recvWindow -= n
+	}
+	c.fmu.Unlock()
+	if over {
+		// Beyond the stream's window: that stream ends (RFC 9113 §6.9).
+		c.consumed(nil, 0, false)
+		c.resetStream(id, http2.ErrCodeFlowControl)
+		return c.spend(1)
+	}
+	if n == 0 && !f.StreamEnded() {
+		if err := c.spend(1); err != nil {
+			return err
 		}
 	}
-	return ""
-}
-
-func (c *conn) data(f *http2.DataFrame) error {
-	n := int32(f.Length)
-	c.recvUnacked += n
-	// Window updates for the connection and the stream go out in one
-	// write.
-	var updates [][]byte
-	if c.recvUnacked >= c.srv.window()/4 {
-		inc := c.recvUnacked
-		c.recvUnacked = 0
-		updates = append(updates, windowUpdateFrame(0, uint32(inc)))
-	}
-	st := c.stream(f.StreamID)
-	if st == nil {
-		// Closed by the server; the client has not seen it yet.
-		return c.write(updates...)
-	}
-	st.recvUnacked += n
-	if st.recvUnacked >= c.srv.window()/4 && !f.StreamEnded() {
-		inc := st.recvUnacked
-		st.recvUnacked = 0
-		updates = append(updates, windowUpdateFrame(st.id, uint32(inc)))
-	}
-	if err := c.write(updates...); err != nil {
-		return err
+	data := f.Data()
+	st.gotLen += int64(len(data))
+	if st.contentLen >= 0 && (st.gotLen > st.contentLen || f.StreamEnded() && st.gotLen != st.contentLen) {
+		c.consumed(st, int(n), false)
+		c.resetStream(id, http2.ErrCodeProtocol)
+		return nil
 	}
 	if st.bridge != nil {
-		if err := st.bridge.body.write(f.Data(), c.srv.maxRecv(), f.StreamEnded()); err != nil {
+		// Padding is consumed at once; the data when the handler reads.
+		c.consumed(st, int(n)-len(data), false)
+		if err := st.bridge.body.write(data, c.srv.maxRecv(), false); err != nil {
 			c.resetStream(st.id, http2.ErrCodeFlowControl)
+			return nil
 		}
-		return nil
-	}
-	if err := st.consume(f.Data()); err != nil {
-		st.Close(err)
-		return nil
+	} else {
+		err := st.consume(data)
+		c.account(st)
+		// Delivered messages are consumed; a partial one is held within
+		// MaxRecvMsgSize per stream and Server.recvBudget per connection.
+		c.consumed(st, int(n), false)
+		if err != nil {
+			st.Close(err)
+			return nil
+		}
 	}
 	if f.StreamEnded() {
-		st.Close(nil)
+		c.halfClose(st)
 	}
 	return nil
 }
 
+// account updates what st's partial message holds of the connection.
+func (c *conn) account(st *Stream) {
+	c.fmu.Lock()
+	defer c.fmu.Unlock()
+	if st.released {
+		return
+	}
+	n := int64(cap(st.buf))
+	c.held += n - st.held
+	st.held = n
+}
+
+// release drops st's share of what the connection holds, once it ended.
+func (c *conn) release(st *Stream) {
+	c.fmu.Lock()
+	c.held -= st.held
+	st.held, st.released = 0, true
+	c.fmu.Unlock()
+}
+
 func (c *conn) windowUpdate(id, inc uint32) error {
 	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	var frames net.Buffers
 	if id == 0 {
 		c.sendWindow += int64(inc)
 		if c.sendWindow > maxWindow {
+			c.wmu.Unlock()
 			return http2.ConnectionError(http2.ErrCodeFlowControl)
 		}
 		for _, st := range c.streams {
@@ -505,17 +899,21 @@ func (c *conn) windowUpdate(id, inc uint32) error {
 	} else if st := c.streams[id]; st != nil {
 		st.sendWindow += int64(inc)
 		if st.sendWindow > maxWindow {
-			return http2.ConnectionError(http2.ErrCodeFlowControl)
+			// Only that stream ends (RFC 9113 §6.9.1).
+			c.wmu.Unlock()
+			c.resetStream(id, http2.ErrCodeFlowControl)
+			return nil
 		}
 		frames = c.appendDataLocked(st, frames)
 	}
+	defer c.wmu.Unlock()
 	return c.writeLocked(frames)
 }
 
 // appendDataLocked moves as much of st's queue as the windows admit into
 // DATA frames.
 func (c *conn) appendDataLocked(st *Stream, frames net.Buffers) net.Buffers {
-	for st.pendingLen > 0 && st.sendWindow > 0 && c.sendWindow > 0 {
+	for st.pendingLen > 0 && st.sendWindow > 0 && c.sendWindow > 0 && c.maxFrame > 0 {
 		n := min(int64(st.pendingLen), st.sendWindow, c.sendWindow, int64(c.maxFrame))
 		frames = append(frames, frameHeader(int(n), http2.FrameData, 0, st.id))
 		for left := int(n); left > 0; {
@@ -594,20 +992,56 @@ func (c *conn) writeLocked(frames net.Buffers) error {
 	return nil
 }
 
+func rstFrame(id uint32, code http2.ErrCode) []byte {
+	var p [4]byte
+	binary.BigEndian.PutUint32(p[:], uint32(code))
+	return frame(http2.FrameRSTStream, 0, id, p[:])
+}
+
 func (c *conn) resetStream(id uint32, code http2.ErrCode) {
 	if st := c.stream(id); st != nil {
 		st.abort()
 	}
-	var p [4]byte
-	binary.BigEndian.PutUint32(p[:], uint32(code))
-	_ = c.write(frame(http2.FrameRSTStream, 0, id, p[:]))
+	_ = c.write(rstFrame(id, code))
 }
 
-func (c *conn) goAway(code http2.ErrCode) {
+func goAwayFrame(last uint32, code http2.ErrCode) []byte {
 	var p [8]byte
-	binary.BigEndian.PutUint32(p[0:], c.lastStream)
+	binary.BigEndian.PutUint32(p[0:], last)
 	binary.BigEndian.PutUint32(p[4:], uint32(code))
-	_ = c.write(frame(http2.FrameGoAway, 0, 0, p[:]))
+	return frame(http2.FrameGoAway, 0, 0, p[:])
+}
+
+// goAway ends the connection with code; the reader closes it next.
+func (c *conn) goAway(code http2.ErrCode) {
+	_ = c.write(goAwayFrame(c.lastStream.Load(), code))
+}
+
+// drain sends GOAWAY(NO_ERROR): the client opens no more streams here,
+// the open ones go on, and the connection closes once they ended.
+func (c *conn) drain() {
+	if !c.started.Load() {
+		// Still in the TLS handshake or the preface: nothing to say.
+		c.raw.Close()
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.goingAway || c.closed {
+		return
+	}
+	c.goingAway = true
+	c.goAwayID = c.lastStream.Load()
+	_ = c.writeLocked(net.Buffers{goAwayFrame(c.goAwayID, http2.ErrCodeNo)})
+	if len(c.streams) == 0 {
+		c.closeSoonLocked()
+	}
+}
+
+// closeSoonLocked lets the reader take what the client still sends for a
+// second (so the last responses are not lost to a TCP reset), then close.
+func (c *conn) closeSoonLocked() {
+	_ = c.nc.SetReadDeadline(time.Now().Add(time.Second))
 }
 
 func (c *conn) keepaliveTick() {

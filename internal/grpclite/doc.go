@@ -14,9 +14,16 @@
 // past MaxPending, is closed.
 //
 // It implements what gRPC clients of a streaming service need: the
-// connection preface, SETTINGS, flow control both ways, PING and
-// keepalive, GOAWAY, RST_STREAM, length-prefixed messages, status in
-// trailers, and optionally TLS (TLSConfig) with the peer and request
+// connection preface, SETTINGS (validated and acknowledged at once), flow
+// control both ways (the client's window is given back as messages are
+// consumed, what a connection holds unconsumed is bounded, overruns are
+// FLOW_CONTROL_ERRORs), PING and keepalive, GOAWAY (Server.Shutdown and
+// Stream.GoAway drain gracefully), RST_STREAM, length-prefixed messages
+// (buffers grow as bytes arrive, never to the size a prefix claims),
+// status in trailers, grpc-timeout, request checks as RFC 9113 §8 and
+// grpc-go make them (HTTP 415 for a wrong content-type), and a budget for
+// resets and floods (GOAWAY ENHANCE_YOUR_CALM). test/transport holds it to
+// grpc-go's bar with h2spec and an attack suite (docs/transport.md), and optionally TLS (TLSConfig) with the peer and request
 // headers in stream contexts (Metadata), as grpc-go presents them. It does
 // not implement compression (a compressed message ends its stream with
 // Unimplemented) or server push. Other methods are left to a full gRPC

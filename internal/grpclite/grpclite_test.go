@@ -50,6 +50,13 @@ const chat = "/test.Echo/Chat"
 type recvFunc struct {
 	msg    func([]byte) error
 	closed func()
+	half   func()
+}
+
+func (r recvFunc) HalfClosed() {
+	if r.half != nil {
+		r.half()
+	}
 }
 
 func (r recvFunc) Message(b []byte) error { return r.msg(b) }
@@ -103,7 +110,7 @@ func echoServer() *Server {
 				return status.Error(codes.FailedPrecondition, "asked to fail: 100% sure\nreally")
 			}
 			return st.Send([]byte("echo:"), append([]byte(nil), b...))
-		}}, nil
+		}, half: func() { st.Close(nil) }}, nil
 	}}}
 }
 

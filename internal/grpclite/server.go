@@ -19,13 +19,21 @@ import (
 // (a gRPC status) that refuses the stream.
 type StreamHandler func(st *Stream) (Receiver, error)
 
+// HalfCloser is implemented by a Receiver that wants to know when the
+// client half-closed its stream (sent END_STREAM): no message follows, but
+// the stream stays open for the server's responses until Close.
+type HalfCloser interface {
+	HalfClosed()
+}
+
 // Receiver gets a stream's messages, on the connection's goroutine.
 type Receiver interface {
 	// Message is one message; msg belongs to the receiver. An error ends
 	// the stream with that error's status.
 	Message(msg []byte) error
 	// Closed is called once when the stream ended for any reason: the
-	// client cancelled or half-closed it, the connection broke, or Close.
+	// client reset it, the connection broke, or Close. (A half-close
+	// does not end a stream; see HalfCloser.)
 	Closed()
 }
 
@@ -74,6 +82,9 @@ type Server struct {
 	// tolerated while no data is sent (three strikes end the connection).
 	// Default 5s.
 	MinPingInterval time.Duration
+	// FirstStreamTimeout is how long a connection may stay without
+	// opening a stream; then it is closed with GOAWAY. Default 20s.
+	FirstStreamTimeout time.Duration
 	// OnStuck is called when a stream is closed because the client did
 	// not read it.
 	OnStuck func(st *Stream)
@@ -108,6 +119,18 @@ func (s *Server) maxRecv() int {
 		return s.MaxRecvMsgSize
 	}
 	return 4 << 20
+}
+
+// recvBudget bounds what one connection holds received but unconsumed
+// (partial messages, unread request bodies) beyond its window: past it the
+// client gets no more connection window until some is consumed.
+func (s *Server) recvBudget() int { return 2 * s.maxRecv() }
+
+func (s *Server) firstStreamTimeout() time.Duration {
+	if s.FirstStreamTimeout > 0 {
+		return s.FirstStreamTimeout
+	}
+	return 20 * time.Second
 }
 
 func (s *Server) maxPending() int {
@@ -219,6 +242,45 @@ func (s *Server) Stop() {
 	}
 	for c := range conns {
 		c.raw.Close()
+	}
+}
+
+// Shutdown stops accepting connections and sends every connection GOAWAY
+// with NO_ERROR, so clients open new streams elsewhere; streams already
+// open go on. It returns once every connection has closed (each closes
+// when its last stream ended), or, when ctx is done first, closes what is
+// left as Stop does and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	lis := s.lis
+	s.lis = nil
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for l := range lis {
+		l.Close()
+	}
+	for _, c := range conns {
+		c.drain()
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.Stop()
+			return ctx.Err()
+		case <-tick.C:
+		}
 	}
 }
 

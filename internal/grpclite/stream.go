@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -19,12 +20,24 @@ type Stream struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// Owned by the connection's goroutine: the message being received.
-	hdr         [5]byte
-	hdrN        int
-	inMsg       bool
-	buf         []byte
-	recvUnacked int32
+	// Owned by the connection's goroutine: the message being received
+	// (msgLen bytes declared; buf grows as they arrive), and the
+	// request's declared content-length (-1: none) against what came.
+	hdr        [5]byte
+	hdrN       int
+	inMsg      bool
+	msgLen     int
+	buf        []byte
+	contentLen int64
+	gotLen     int64
+	// remoteDone: the client half-closed (END_STREAM).
+	remoteDone atomic.Bool
+
+	// Under c.fmu: receive-side flow control.
+	recvWindow  int64 // what the client may still send on the stream
+	recvUnacked int64 // consumed, not yet given back
+	held        int64 // the connection's bytes held in buf
+	released    bool
 
 	// Under c.wmu.
 	recv        Receiver
@@ -35,6 +48,7 @@ type Stream struct {
 	done        bool
 	notified    bool
 	stall       *time.Timer
+	deadline    *time.Timer // grpc-timeout
 	progress    time.Time
 	// bridge is set for a call served by Server.Handler (see bridge.go);
 	// its trailers wait in trailers until the queued data is written.
@@ -174,10 +188,18 @@ func (st *Stream) end(send bool, err error) {
 	if st.bridge != nil {
 		st.bridge.body.fail(context.Canceled)
 	}
+	c.release(st)
+	_ = c.replenishConn()
 	if recv != nil {
 		recv.Closed()
 	}
 }
+
+// GoAway tells the client of st's connection to open no more streams on
+// it (GOAWAY with NO_ERROR, RFC 9113 §6.8), so it reconnects elsewhere:
+// the streams open on it go on until they end, then the connection
+// closes. Sextant calls it on each connection in turn while draining.
+func (st *Stream) GoAway() { st.c.drain() }
 
 func (st *Stream) finishLocked() {
 	st.done = true
@@ -186,7 +208,14 @@ func (st *Stream) finishLocked() {
 		st.stall.Stop()
 		st.stall = nil
 	}
+	if st.deadline != nil {
+		st.deadline.Stop()
+		st.deadline = nil
+	}
 	delete(st.c.streams, st.id)
+	if st.c.goingAway && len(st.c.streams) == 0 {
+		st.c.closeSoonLocked()
+	}
 }
 
 // takeReceiverLocked returns the receiver to notify, once.
@@ -198,8 +227,11 @@ func (st *Stream) takeReceiverLocked() Receiver {
 	return st.recv
 }
 
-// consume splits data into messages and delivers them. Each message gets
-// one buffer of its exact size, which the receiver may keep.
+// consume splits data into messages and delivers them. A message's
+// buffer grows as its bytes arrive, never past the size its prefix
+// declares (itself at most MaxRecvMsgSize): a prefix alone allocates
+// nothing. A message that arrives in one piece gets a buffer of its exact
+// size, which the receiver may keep.
 func (st *Stream) consume(data []byte) error {
 	for len(data) > 0 {
 		if !st.inMsg {
@@ -209,17 +241,32 @@ func (st *Stream) consume(data []byte) error {
 			if st.hdrN < len(st.hdr) {
 				return nil
 			}
-			n, err := st.msgLen(st.hdr[:])
+			n, err := st.declaredLen(st.hdr[:])
 			if err != nil {
 				return err
 			}
-			st.hdrN, st.inMsg = 0, true
-			st.buf = make([]byte, 0, n)
+			st.hdrN = 0
+			if n == 0 {
+				if err := st.deliver([]byte{}); err != nil {
+					return err
+				}
+				continue
+			}
+			st.inMsg, st.msgLen, st.buf = true, n, nil
 		}
-		k := min(len(data), cap(st.buf)-len(st.buf))
+		k := min(len(data), st.msgLen-len(st.buf))
+		if len(st.buf)+k > cap(st.buf) {
+			c := st.msgLen
+			if len(st.buf)+k < st.msgLen {
+				c = min(st.msgLen, max(2*cap(st.buf), len(st.buf)+k, 4096))
+			}
+			nb := make([]byte, len(st.buf), c)
+			copy(nb, st.buf)
+			st.buf = nb
+		}
 		st.buf = append(st.buf, data[:k]...)
 		data = data[k:]
-		if len(st.buf) == cap(st.buf) {
+		if len(st.buf) == st.msgLen {
 			msg := st.buf
 			st.buf, st.inMsg = nil, false
 			if err := st.deliver(msg); err != nil {
@@ -230,7 +277,7 @@ func (st *Stream) consume(data []byte) error {
 	return nil
 }
 
-func (st *Stream) msgLen(b []byte) (int, error) {
+func (st *Stream) declaredLen(b []byte) (int, error) {
 	if b[0] != 0 {
 		return 0, status.Error(codes.Unimplemented, "compressed messages are not supported")
 	}
