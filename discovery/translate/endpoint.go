@@ -26,7 +26,7 @@ func http2Options() map[string]*anypb.Any {
 			},
 		},
 	}
-	a, _ := anypb.New(opts)
+	a, _ := newAny(opts)
 	return map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": a}
 }
 

@@ -11,7 +11,6 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/sextant-mesh/sextant/discovery/proxy"
 	"github.com/sextant-mesh/sextant/model"
@@ -74,8 +73,8 @@ func GRPCRouteName(host string, port uint32) string {
 }
 
 func grpcListener(name, routeName string) *listenerv3.Listener {
-	faultAny, _ := anypb.New(&faultv3.HTTPFault{})
-	routerAny, _ := anypb.New(&routerv3.Router{})
+	faultAny, _ := newAny(&faultv3.HTTPFault{})
+	routerAny, _ := newAny(&routerv3.Router{})
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
@@ -87,7 +86,7 @@ func grpcListener(name, routeName string) *listenerv3.Listener {
 			{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: routerAny}},
 		},
 	}
-	a, _ := anypb.New(hcm)
+	a, _ := newAny(hcm)
 	return &listenerv3.Listener{
 		Name:        name,
 		ApiListener: &listenerv3.ApiListener{ApiListener: a},

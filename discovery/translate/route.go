@@ -615,7 +615,7 @@ func faultConfig(f *networking.HTTPFaultInjection) *anypb.Any {
 	if hf.Delay == nil && hf.Abort == nil {
 		return nil
 	}
-	a, err := anypb.New(hf)
+	a, err := newAny(hf)
 	if err != nil {
 		return nil
 	}

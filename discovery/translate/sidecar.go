@@ -44,8 +44,20 @@ func InboundClusterName(port uint32) string {
 	return "inbound|" + strconv.FormatUint(uint64(port), 10) + "||"
 }
 
+// newAny packs m with deterministic marshalling. An Any's bytes are made
+// once and then embedded as they are, so map fields (Struct metadata,
+// TypedStruct) must not come out in a per-process random order: replicas
+// and restarts must produce byte-identical resources and versions.
+func newAny(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
 func mustAnyOf(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
+	a, err := newAny(m)
 	if err != nil {
 		panic(err) // only for unregistered types: a programming error
 	}

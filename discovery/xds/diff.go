@@ -196,6 +196,13 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 		}
 	}
 	if len(changed) == 0 && len(removed) == 0 {
+		if c.delta && w.nonceSent == "" && len(names) > 0 {
+			// A delta client that reconnected holding every subscribed
+			// name at its current version (initial_resource_versions): in
+			// sync without a response, as for CDS and LDS.
+			c.markResumedLocked(w, ver)
+			return nil
+		}
 		if w.nonceSent == "" && !c.delta && resume == "" && only == nil {
 			// SotW clients wait for an answer to their first request, even an
 			// empty one.

@@ -42,6 +42,10 @@ type Options struct {
 	InitialVersions map[string]map[string]string
 	// InitialSotW are version_info and names reported on a SotW reconnect.
 	InitialSotW map[string]string
+	// InitialNames are the names of named types (EDS, RDS) a reconnecting
+	// client was subscribed to, sent in its first request of each type in
+	// Types, as Envoy does after a reconnect.
+	InitialNames map[string][]string
 	// Light keeps only names and versions, not resource bodies, so a load
 	// test can run thousands of clients in one process.
 	Light bool
@@ -127,7 +131,7 @@ func Start(ctx context.Context, conn grpc.ClientConnInterface, node *corev3.Node
 		return nil, fmt.Errorf("open ADS stream: %w", err)
 	}
 	for _, t := range o.Types {
-		if err := c.subscribe(t, nil, true); err != nil {
+		if err := c.subscribe(t, o.InitialNames[t], true); err != nil {
 			if errors.Is(err, io.EOF) {
 				// The server already ended the stream (refused it, say):
 				// gRPC reports why on Recv, which the loop does.
@@ -436,6 +440,13 @@ func (c *Client) Resources(typeURL string) map[string]*anypb.Any {
 		out[k] = v
 	}
 	return out
+}
+
+// Names returns the names subscribed to for typeURL, sorted.
+func (c *Client) Names(typeURL string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return sortedKeys(c.names[typeURL])
 }
 
 // Versions returns the delta versions the client holds for a type.
