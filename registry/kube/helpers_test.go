@@ -90,7 +90,7 @@ func (e *env) start(o Options) {
 	})
 	select {
 	case <-e.reg.Synced():
-	case <-time.After(20 * time.Second):
+	case <-time.After(60 * time.Second):
 		e.t.Fatal("registry did not sync")
 	}
 }

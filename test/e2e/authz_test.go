@@ -211,7 +211,7 @@ spec:
 	// show it: its inbound listener, mTLS from provider "default", and the
 	// ALLOW rule under istiod's gRPC name.
 	dump := env.Get(t, "/debug/config_dump?proxyID=server.default")
-	for _, want := range []string{fmt.Sprintf("xds.istio.io/grpc/lds/inbound/127.0.0.1:%d", port), `"instanceName": "default"`, "default-allow-one-0", `"requireClientCertificate": true`} {
+	for _, want := range []string{fmt.Sprintf("xds.istio.io/grpc/lds/inbound/127.0.0.1:%d", port), `"instance_name": "default"`, "default-allow-one-0", `"require_client_certificate": true`} {
 		if !strings.Contains(dump, want) {
 			t.Errorf("server's config_dump lacks %s:\n%.3000s", want, dump)
 		}

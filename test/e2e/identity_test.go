@@ -37,6 +37,9 @@ func TestSecureProxyNameHeldByOneIdentity(t *testing.T) {
 	defer cancel()
 	// The node id names web.default; NAMESPACE metadata says "other", which
 	// matches the intruder's identity, so authentication alone passes it.
+	// A stream ends when its context is cancelled (a half-close alone
+	// leaves an ADS stream open, as gRPC allows).
+	cancels := map[*adsclient.Client]context.CancelFunc{}
 	claim := func(ns string) *adsclient.Client {
 		node := adsclient.Node("10.9.0.7", "web", ns, "", nil)
 		node.Id = "sidecar~10.9.0.7~web.default~default.svc.cluster.local"
@@ -44,10 +47,13 @@ func TestSecureProxyNameHeldByOneIdentity(t *testing.T) {
 		if ns == "other" {
 			cc = otherConn
 		}
-		c, err := adsclient.Start(ctx, cc, node, adsclient.Options{Follow: true})
+		cctx, ccancel := context.WithCancel(ctx)
+		c, err := adsclient.Start(cctx, cc, node, adsclient.Options{Follow: true})
 		if err != nil {
+			ccancel()
 			t.Fatal(err)
 		}
+		cancels[c] = ccancel
 		return c
 	}
 
@@ -96,8 +102,8 @@ func TestSecureProxyNameHeldByOneIdentity(t *testing.T) {
 
 	// Once every stream of the holder is gone, another identity may take
 	// the name.
-	first.Close()
-	again.Close()
+	cancels[first]()
+	cancels[again]()
 	testenv.Eventually(t, 5*time.Second, func() string {
 		st = nil
 		env.GetJSON(t, "/debug/syncz", &st)
