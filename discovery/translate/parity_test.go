@@ -2,6 +2,7 @@ package translate
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,5 +236,32 @@ func TestRetryPolicyConvertsLikeIstiod(t *testing.T) {
 	}
 	if got := retryPolicy(&networking.HTTPRetry{Attempts: 2}, false); len(got.GetRetryHostPredicate()) != 1 || got.GetRetryOn() != defaultRetryPolicy().GetRetryOn() {
 		t.Errorf("attempts only must keep the default policy: %v", got)
+	}
+}
+
+// Inbound HCMs of Istio's Envoy carry istiod's server-side filters around
+// the workload's access control (so istio_requests_total is also reported
+// by the destination); a stock Envoy gets access control and stock filters.
+func TestInboundHTTPFiltersOrder(t *testing.T) {
+	authz := []*hcmv3.HttpFilter{{Name: "envoy.filters.http.rbac"}}
+	names := func(fs []*hcmv3.HttpFilter) string {
+		var out []string
+		for _, f := range fs {
+			out = append(out, f.GetName())
+		}
+		return strings.Join(out, ",")
+	}
+	tc := telemetryConfig{metrics: true}
+	for _, tt := range []struct {
+		istio, grpc bool
+		want        string
+	}{
+		{true, true, MetadataExchangeFilter + ",envoy.filters.http.rbac," + GrpcStatsFilter + ",envoy.filters.http.cors,envoy.filters.http.fault," + StatsFilter + ",envoy.filters.http.router"},
+		{true, false, MetadataExchangeFilter + ",envoy.filters.http.rbac,envoy.filters.http.cors,envoy.filters.http.fault," + StatsFilter + ",envoy.filters.http.router"},
+		{false, true, "envoy.filters.http.rbac,envoy.filters.http.cors,envoy.filters.http.fault,envoy.filters.http.router"},
+	} {
+		if got := names(inboundHTTPFilters(tt.istio, tt.grpc, tc, authz)); got != tt.want {
+			t.Errorf("istio=%v grpc=%v:\n got %s\nwant %s", tt.istio, tt.grpc, got, tt.want)
+		}
 	}
 }

@@ -298,12 +298,18 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 	pass := c.workloadMode(p)
 	authz := c.inboundAuthzFor(p)
 	ih := &model.Hasher{}
-	ih.U64(modesHash).U64(c.meshHash).U64(uint64(pass)).U64(authz.hash)
+	ih.U64(modesHash).U64(c.meshHash).U64(uint64(pass)).U64(authz.hash).U64(tel.hash)
+	if istioProxy {
+		ih.Str("istio-proxy")
+	}
 	for _, ip := range ports {
 		ih.U64(uint64(ip.port)).Str(string(ip.protocol))
 	}
+	inHTTP := inboundHTTP{filters: func(grpc bool) []*hcmv3.HttpFilter {
+		return inboundHTTPFilters(istioProxy, grpc, tel, authz.http)
+	}, logs: tel.accessLogs()}
 	c.add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message {
-		return virtualInboundListener(c.Mesh, ports, modes, pass, authz)
+		return virtualInboundListener(c.Mesh, ports, modes, pass, authz, inHTTP)
 	})
 	return ls, rs
 }
@@ -643,7 +649,7 @@ func virtualOutboundListener(mesh model.MeshConfig) *listenerv3.Listener {
 // straight through), shaped by PeerAuthentication (see inboundChains), and
 // passthrough chains for every other port (see passthroughChains). Every
 // chain that reaches the application carries the workload's access control.
-func virtualInboundListener(mesh model.MeshConfig, ports []inboundPortInfo, modes map[uint32]mtlsMode, pass mtlsMode, authz inboundAuthz) *listenerv3.Listener {
+func virtualInboundListener(mesh model.MeshConfig, ports []inboundPortInfo, modes map[uint32]mtlsMode, pass mtlsMode, authz inboundAuthz, inHTTP inboundHTTP) *listenerv3.Listener {
 	l := &listenerv3.Listener{
 		Name:             VirtualInbound,
 		Address:          socketAddress("0.0.0.0", inboundPort),
@@ -665,17 +671,26 @@ func virtualInboundListener(mesh model.MeshConfig, ports []inboundPortInfo, mode
 			if !ip.protocol.IsHTTP() {
 				return append(append([]*listenerv3.Filter(nil), authz.tcp...), tcpProxyFilter(cluster, tcpToCluster(cluster)))
 			}
-			return []*listenerv3.Filter{inboundHCM(cluster, "inbound|http|"+strconv.Itoa(int(ip.port)), cluster, authz)}
+			return []*listenerv3.Filter{inboundHCM(cluster, "inbound|http|"+strconv.Itoa(int(ip.port)), cluster,
+				inHTTP.filters(ip.protocol == model.ProtocolGRPC), inHTTP.logs)}
 		}
 		l.FilterChains = append(l.FilterChains, inboundChains(mesh, ip.port, modes[ip.port], ip.protocol.IsHTTP(), filters)...)
 	}
-	l.FilterChains = append(l.FilterChains, passthroughChains(mesh, pass, authz)...)
+	l.FilterChains = append(l.FilterChains, passthroughChains(mesh, pass, authz, inHTTP)...)
 	return l
+}
+
+// inboundHTTP is what every inbound HCM of a workload carries: its HTTP
+// filters (access control, and Istio's telemetry filters for Istio's
+// Envoy; gRPC ports add gRPC stats) and its access logs.
+type inboundHTTP struct {
+	filters func(grpc bool) []*hcmv3.HttpFilter
+	logs    []*accesslogv3.AccessLog
 }
 
 // inboundHCM is an inbound HTTP connection manager with an inline route
 // to cluster, behind the workload's access control filters.
-func inboundHCM(routeName, vhost, cluster string, authz inboundAuthz) *listenerv3.Filter {
+func inboundHCM(routeName, vhost, cluster string, filters []*hcmv3.HttpFilter, logs []*accesslogv3.AccessLog) *listenerv3.Filter {
 	return hcmFilter(&hcmv3.HttpConnectionManager{
 		StatPrefix: cluster,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
@@ -694,7 +709,8 @@ func inboundHCM(routeName, vhost, cluster string, authz inboundAuthz) *listenerv
 				}},
 			}},
 		}},
-		HttpFilters: append(append([]*hcmv3.HttpFilter(nil), authz.http...), httpFilters()...),
+		HttpFilters: filters,
+		AccessLog:   logs,
 	})
 }
 
@@ -704,10 +720,10 @@ func inboundHCM(routeName, vhost, cluster string, authz inboundAuthz) *listenerv
 // for mesh mTLS and, unless the workload is STRICT, for plaintext (and
 // the application's own TLS). Under STRICT, plaintext finds no chain and
 // is refused.
-func passthroughChains(mesh model.MeshConfig, mode mtlsMode, authz inboundAuthz) []*listenerv3.FilterChain {
+func passthroughChains(mesh model.MeshConfig, mode mtlsMode, authz inboundAuthz, inHTTP inboundHTTP) []*listenerv3.FilterChain {
 	const catchAllHTTP = "virtualInbound-catchall-http"
 	httpFilters := func() []*listenerv3.Filter {
-		return []*listenerv3.Filter{inboundHCM(InboundPassthroughCluster, "inbound|http|0", InboundPassthroughCluster, authz)}
+		return []*listenerv3.Filter{inboundHCM(InboundPassthroughCluster, "inbound|http|0", InboundPassthroughCluster, inHTTP.filters(false), inHTTP.logs)}
 	}
 	tcpFilters := func() []*listenerv3.Filter {
 		return append(append([]*listenerv3.Filter(nil), authz.tcp...), tcpProxyFilter(InboundPassthroughCluster, tcpToCluster(InboundPassthroughCluster)))

@@ -343,6 +343,23 @@ func outboundMetadataExchange() *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: MetadataExchangeFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAnyOf(ts)}}
 }
 
+// inboundMetadataExchange is istiod's inbound istio.metadata_exchange:
+// it learns the caller's workload from the request's Istio headers (or its
+// workload discovery) so server-side metrics carry source labels.
+func inboundMetadataExchange() *hcmv3.HttpFilter {
+	v, _ := structpb.NewStruct(map[string]any{
+		"downstream_discovery": []any{
+			map[string]any{"istio_headers": map[string]any{}},
+			map[string]any{"workload_discovery": map[string]any{}},
+		},
+		"downstream_propagation": []any{
+			map[string]any{"istio_headers": map[string]any{}},
+		},
+	})
+	ts := &udpatype.TypedStruct{TypeUrl: "type.googleapis.com/io.istio.http.peer_metadata.Config", Value: v}
+	return &hcmv3.HttpFilter{Name: MetadataExchangeFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAnyOf(ts)}}
+}
+
 // alpnFilter is istiod's istio.alpn: it sets the ALPN of upstream mTLS
 // connections to istio-http/1.0, istio-http/1.1 or istio-h2, so the
 // server's inbound chains can tell HTTP from TCP.
@@ -361,6 +378,33 @@ func grpcStatsFilter() *hcmv3.HttpFilter {
 		PerMethodStatSpecifier: &grpcstats.FilterConfig_StatsForAllMethods{StatsForAllMethods: wrapperspb.Bool(false)},
 	}
 	return &hcmv3.HttpFilter{Name: GrpcStatsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAnyOf(cfg)}}
+}
+
+// inboundHTTPFilters is the HTTP filter chain of a sidecar's inbound HCMs:
+// metadata exchange first (Istio's Envoy only), then the workload's access
+// control (authz), gRPC stats for gRPC ports, CORS and fault, the stats
+// filter (the same configuration as outbound: the filter takes the
+// reporter, destination, from the listener's direction), the router. Any
+// other Envoy gets access control and the stock filters.
+func inboundHTTPFilters(istioProxy, grpc bool, tc telemetryConfig, authz []*hcmv3.HttpFilter) []*hcmv3.HttpFilter {
+	base := httpFilters()
+	if !istioProxy {
+		return append(append([]*hcmv3.HttpFilter(nil), authz...), base...)
+	}
+	out := []*hcmv3.HttpFilter{inboundMetadataExchange()}
+	out = append(out, authz...)
+	if grpc {
+		out = append(out, grpcStatsFilter())
+	}
+	out = append(out, base[:len(base)-1]...) // CORS, fault
+	if tc.metrics {
+		// As istiod's inbound stats: the destination service comes from
+		// the inbound cluster, never from the Host header.
+		cfg := tc.statsConfig()
+		cfg.DisableHostHeaderFallback = true
+		out = append(out, &hcmv3.HttpFilter{Name: StatsFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAnyOf(cfg)}})
+	}
+	return append(out, base[len(base)-1]) // router last
 }
 
 // outboundHTTPFilters is the HTTP filter chain of a sidecar's outbound HCM.
