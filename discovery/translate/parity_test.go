@@ -265,3 +265,33 @@ func TestInboundHTTPFiltersOrder(t *testing.T) {
 		}
 	}
 }
+
+// TCP chains of Istio's Envoy count istio_tcp_* metrics: the stats filter
+// stands before every tcp_proxy that reaches a destination, never before
+// the BlackHoleCluster loop guard; other Envoys are unchanged.
+func TestTCPStatsOnIstioProxies(t *testing.T) {
+	tc := telemetryConfig{metrics: true}
+	count := func(l *listenerv3.Listener) (stats, blackholeGuarded int) {
+		for _, fc := range append(l.GetFilterChains(), l.GetDefaultFilterChain()) {
+			fs := fc.GetFilters()
+			for i, f := range fs {
+				if f.GetName() == StatsFilter {
+					stats++
+					if i+1 >= len(fs) || fs[i+1].GetName() != "envoy.filters.network.tcp_proxy" {
+						t.Errorf("chain %s: stats filter not right before tcp_proxy", fc.GetName())
+					}
+				}
+			}
+			if fc.GetName() == "virtualOutbound-blackhole" && len(fs) != 1 {
+				blackholeGuarded++
+			}
+		}
+		return
+	}
+	if s, bh := count(withTCPStats(virtualOutboundListener(model.MeshConfig{}), true, tc)); s != 1 || bh != 0 {
+		t.Errorf("Istio proxy virtualOutbound: %d stats filters (want 1, on the passthrough chain), blackhole chain changed: %v", s, bh != 0)
+	}
+	if s, _ := count(withTCPStats(virtualOutboundListener(model.MeshConfig{}), false, tc)); s != 0 {
+		t.Errorf("stock Envoy got %d Istio stats filters", s)
+	}
+}

@@ -264,7 +264,7 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 			}
 		}
 		c.add(&ls, ListenerType, name, lh.Sum(), func() proto.Message {
-			return withTCPAccessLog(httpOutboundListener(name, rname, port, c.Mesh, outboundHTTPFilters(istioProxy, grpc, tel), tel.accessLogs()), tel.accessLogs())
+			return withTCPStats(withTCPAccessLog(httpOutboundListener(name, rname, port, c.Mesh, outboundHTTPFilters(istioProxy, grpc, tel), tel.accessLogs()), tel.accessLogs()), istioProxy, tel)
 		})
 		h := &model.Hasher{}
 		h.Str(ph).U64(c.meshHash)
@@ -283,15 +283,22 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 		}
 		k, svcs := k, svcs
 		h.U64(tel.hash)
+		if istioProxy {
+			h.Str("istio-proxy")
+		}
 		c.add(&ls, ListenerType, name, h.Sum(), func() proto.Message {
-			return withTCPAccessLog(c.tcpOutboundListener(p, name, k.bind, k.port, svcs), tel.accessLogs())
+			return withTCPStats(withTCPAccessLog(c.tcpOutboundListener(p, name, k.bind, k.port, svcs), tel.accessLogs()), istioProxy, tel)
 		})
 	}
 	if p.InterceptionNone {
 		return ls, rs
 	}
-	c.add(&ls, ListenerType, VirtualOutbound, (&model.Hasher{}).U64(c.meshHash).U64(tel.hash).Sum(), func() proto.Message {
-		return withTCPAccessLog(virtualOutboundListener(c.Mesh), tel.accessLogs())
+	vh := (&model.Hasher{}).U64(c.meshHash).U64(tel.hash)
+	if istioProxy {
+		vh.Str("istio-proxy")
+	}
+	c.add(&ls, ListenerType, VirtualOutbound, vh.Sum(), func() proto.Message {
+		return withTCPStats(withTCPAccessLog(virtualOutboundListener(c.Mesh), tel.accessLogs()), istioProxy, tel)
 	})
 	ports := c.workloadPorts(p)
 	modes, modesHash := c.inboundModes(p, ports)
@@ -309,7 +316,7 @@ func (c *Context) sidecarListenersAndRoutes(p *proxy.Proxy, services []*model.Se
 		return inboundHTTPFilters(istioProxy, grpc, tel, authz.http)
 	}, logs: tel.accessLogs()}
 	c.add(&ls, ListenerType, VirtualInbound, ih.Sum(), func() proto.Message {
-		return virtualInboundListener(c.Mesh, ports, modes, pass, authz, inHTTP)
+		return withTCPStats(virtualInboundListener(c.Mesh, ports, modes, pass, authz, inHTTP), istioProxy, tel)
 	})
 	return ls, rs
 }

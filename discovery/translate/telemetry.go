@@ -326,6 +326,35 @@ func withTCPAccessLog(l *listenerv3.Listener, logs []*accesslogv3.AccessLog) *li
 	return l
 }
 
+// withTCPStats puts Istio's stats filter in front of every tcp_proxy of l
+// that reaches a destination (not BlackHoleCluster), for Istio's Envoy
+// with metrics on, as istiod's TCP stats filter, so istio_tcp_* metrics
+// are produced on both sides. Other proxies are left as they are.
+func withTCPStats(l *listenerv3.Listener, istioProxy bool, tc telemetryConfig) *listenerv3.Listener {
+	if !istioProxy || !tc.metrics {
+		return l
+	}
+	stats := &listenerv3.Filter{Name: StatsFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAnyOf(tc.statsConfig())}}
+	chains := append([]*listenerv3.FilterChain(nil), l.GetFilterChains()...)
+	if l.GetDefaultFilterChain() != nil {
+		chains = append(chains, l.GetDefaultFilterChain())
+	}
+	for _, fc := range chains {
+		var out []*listenerv3.Filter
+		for _, f := range fc.GetFilters() {
+			if f.GetName() == "envoy.filters.network.tcp_proxy" {
+				tp := &tcpproxy.TcpProxy{}
+				if err := f.GetTypedConfig().UnmarshalTo(tp); err == nil && tp.GetCluster() != BlackHoleCluster {
+					out = append(out, stats)
+				}
+			}
+			out = append(out, f)
+		}
+		fc.Filters = out
+	}
+	return l
+}
+
 // outboundMetadataExchange is istiod's SidecarOutboundMetadataFilter: Istio's
 // peer_metadata filter, sent as a TypedStruct because its proto is Istio's
 // own (the type URL names it; Envoy resolves it, Go registries need not).
