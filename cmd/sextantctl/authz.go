@@ -1,9 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -173,21 +175,9 @@ func writeAuthz(w io.Writer, d *dump) error {
 	for _, r := range rows {
 		list = append(list, r)
 	}
-	sort.Slice(list, func(i, j int) bool {
-		a, b := list[i], list[j]
-		if a.order != b.order {
-			return a.order < b.order
-		}
-		if a.action != b.action {
-			return a.action < b.action
-		}
-		if a.policy != b.policy {
-			return a.policy < b.policy
-		}
-		if a.rule != b.rule {
-			return a.rule < b.rule
-		}
-		return a.what < b.what
+	slices.SortFunc(list, func(a, b *authzRow) int {
+		return cmp.Or(cmp.Compare(a.order, b.order), strings.Compare(a.action, b.action),
+			strings.Compare(a.policy, b.policy), strings.Compare(a.rule, b.rule), strings.Compare(a.what, b.what))
 	})
 	if len(list) == 0 {
 		fmt.Fprintf(w, "%s: no authorization rules on its inbound chains; all traffic mTLS settings admit is allowed\n", d.proxy)

@@ -92,23 +92,9 @@ func TestIstioAgentProxyless(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(work, "agent.log"))
-			t.Logf("pilot-agent log (tail):\n%s", tail(string(b), 4000))
-		}
+	exited := startProcess(t, cmd, os.Interrupt, func() {
+		b, _ := os.ReadFile(filepath.Join(work, "agent.log"))
+		t.Logf("pilot-agent log (tail):\n%s", tail(string(b), 4000))
 	})
 
 	// The agent obtains its certificate from Sextant's CA with the JWT.

@@ -66,23 +66,7 @@ func startSextantProc(t *testing.T, bin string, args ...string) *sextantProc {
 		"--kube-registry", "off", "--debounce-after", "20ms", "--drain-window", "100ms"}, args...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = p.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("sextant %s stderr:\n%s", p.xds, p.stderr)
-		}
-	})
+	exited := startProcess(t, cmd, syscall.SIGTERM, func() { t.Logf("sextant %s stderr:\n%s", p.xds, p.stderr) })
 	testenv.Eventually(t, 30*time.Second, func() string {
 		select {
 		case <-exited:
@@ -100,6 +84,31 @@ func startSextantProc(t *testing.T, bin string, args ...string) *sextantProc {
 		return ""
 	})
 	return p
+}
+
+// startProcess starts cmd and, at the end of the test, stops it with sig
+// (killing it if it has not exited after 10 s) and calls onFail if the
+// test failed. The channel is closed when the process exits.
+func startProcess(t *testing.T, cmd *exec.Cmd, sig os.Signal, onFail func()) <-chan struct{} {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(sig)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			onFail()
+		}
+	})
+	return exited
 }
 
 func (p *sextantProc) syncz(t *testing.T) []debug.SyncStatus {
