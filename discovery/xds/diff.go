@@ -162,12 +162,14 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 	}
 	var changed []*translate.Resource
 	var removed []string
+	held := false // the client already holds some name at its current version
 	for _, n := range names {
 		cur, ok := w.names.get(n)
 		if !ok {
 			continue
 		}
 		r := c.lookup(st, w.typeURL, n)
+		held = held || (cur != nil && r != nil && cur.Version == r.Version)
 		switch {
 		case r == nil:
 			if c.delta && (cur != nil || contains(only, n)) {
@@ -196,7 +198,7 @@ func (c *Connection) prepareLocked(w *watch, only []string, resume string) []out
 		}
 	}
 	if len(changed) == 0 && len(removed) == 0 {
-		if c.delta && w.nonceSent == "" && len(names) > 0 {
+		if c.delta && w.nonceSent == "" && held {
 			// A delta client that reconnected holding every subscribed
 			// name at its current version (initial_resource_versions): in
 			// sync without a response, as for CDS and LDS.
